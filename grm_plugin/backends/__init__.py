@@ -1,0 +1,53 @@
+"""Engines: turn chat messages into completions. They know nothing about GRMs.
+
+A backend implements ``async generate(messages_batch, n, sampling) -> list[list[Completion]]`` (n completions per
+prompt, in order) and ``async aclose()``. ``make_backend(config)`` builds the one a GRMConfig asks for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+ChatMessages = Sequence[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 2048
+    extra_body: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled completion. Token counts of a request with n>1 are split over its completions so that they
+    sum to the request's usage; ``prompt_tokens`` is carried by the first completion only."""
+
+    text: str
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@runtime_checkable
+class Backend(Protocol):
+    async def generate(
+        self, messages_batch: Sequence[ChatMessages], n: int, sampling: SamplingParams
+    ) -> list[list[Completion]]: ...
+
+    async def aclose(self) -> None: ...
+
+
+def make_backend(config: "GRMConfig") -> Backend:  # noqa: F821 - imported lazily to keep import light
+    """Build the engine ``config`` names (``resolved_engine()`` explains what is missing)."""
+    engine = config.resolved_engine()
+    if engine == "openai":
+        from .openai import OpenAIBackend
+
+        return OpenAIBackend.from_config(config)
+    raise ValueError(f"unknown engine {engine!r}")  # pragma: no cover - the config's Literal prevents it
+
+
+__all__ = ["Backend", "ChatMessages", "Completion", "SamplingParams", "make_backend"]

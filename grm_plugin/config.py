@@ -1,0 +1,173 @@
+"""GRMConfig: the one configuration model shared by Python, the CLI and the server.
+
+Sources, lowest priority first: defaults < a YAML/JSON file (``config_file=`` or ``GRM_CONFIG_FILE``) <
+``GRM_*`` environment variables < keyword arguments. Values are validated here, once, with messages naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigError
+
+ENV_PREFIX = "GRM_"
+
+
+class GRMConfig(BaseSettings):
+    """Everything that shapes a GRM judge.
+
+    Every field can be set as a keyword (``GRMConfig(k=8)``), as an environment variable (``GRM_K=8``; lists and
+    dicts as JSON) or in a YAML/JSON config file.
+    """
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_assignment=True,
+                                      frozen=False, populate_by_name=True)
+
+    # --- the engine -------------------------------------------------------------------------------------------
+    engine: Literal["auto", "openai"] = Field(
+        "auto", description="Which engine runs the judge. 'auto': 'openai' when base_url or model is set.")
+    model: str | None = Field(None, description="Judge model name as the server knows it (e.g. the vLLM served name).")
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (vLLM, SGLang, hosted APIs).")
+    api_key: SecretStr | None = Field(
+        None, description="API key; falls back to OPENAI_API_KEY, then to 'EMPTY' (what vLLM accepts).")
+    max_concurrency: int = Field(64, ge=1, description="Engine requests in flight at once, per event loop.")
+    timeout: float = Field(300.0, gt=0, description="Seconds per engine request before it counts as failed.")
+    max_retries: int = Field(4, ge=0, description="Retries on 429, 5xx, connection errors and timeouts.")
+    retry_backoff: float = Field(0.5, ge=0, description="First retry delay in seconds; doubles per attempt, jittered.")
+    retry_backoff_max: float = Field(20.0, ge=0, description="Upper bound on one retry delay, seconds.")
+    use_n: bool = Field(True, description="Ask for all samples of a prompt in one request with n=...; off for APIs "
+                                          "that reject n>1 (then one request per sample).")
+    structured_output: Literal["off", "vllm", "vllm-legacy", "sglang"] = Field(
+        "off", description="Constrain the scores line with a regex: 'vllm' (structured_outputs), 'vllm-legacy' "
+                           "(guided_regex, vLLM < 0.10), 'sglang' (regex).")
+    extra_body: dict[str, Any] = Field(default_factory=dict,
+                                       description="Extra JSON merged into every chat-completions request body.")
+
+    # --- sampling ---------------------------------------------------------------------------------------------
+    k: int = Field(1, ge=1, le=1024, description="Judgements sampled per request and summed (inference-time scaling).")
+    temperature: float | None = Field(
+        None, ge=0, description="Sampling temperature; None means greedy (0) for k=1 and 0.5 for k>1, as the paper.")
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(2048, ge=1, description="Token budget of one judgement.")
+    seed: int = Field(0, description="Seeds the per-sample shuffles and tie-breaks (deterministic per request).")
+
+    # --- the GRM ----------------------------------------------------------------------------------------------
+    template: Union[str, dict[str, Any]] = Field(
+        "deepseek-grm", description="Built-in name (deepseek-grm, deepseek-grm-single, tagged), a file path, or a "
+                                    "dict with 'user' (and 'system', 'score_format').")
+    mode: Literal["group", "pointwise"] = Field(
+        "group", description="'group': completions of the same prompt are judged together in one prompt; "
+                             "'pointwise': each completion alone.")
+    max_responses_per_call: int = Field(8, ge=1, description="Largest group shown to the judge at once; larger "
+                                                             "groups are split into balanced chunks.")
+    shuffle: bool = Field(True, description="Shuffle the responses independently for every sample.")
+    score_range: tuple[int, int] = Field((1, 10), description="Inclusive range of a valid score.")
+    reward_scale: Literal["mean", "sum", "unit"] = Field(
+        "mean", description="'mean': average valid score; 'sum': the paper's raw votes; 'unit': mean mapped to 0..1.")
+    on_no_valid: Union[Literal["none", "raise"], float] = Field(
+        "none", description="Reward when no sample parses: 'none' (None), 'raise', or a fixed number.")
+    cache_size: int = Field(4096, ge=0, description="Results kept in the LRU cache of identical requests (0 = off).")
+    reference_column: str = Field("reference", description="Keyword (dataset column) holding reference answers.")
+    principles_column: str = Field("principles", description="Keyword (dataset column) holding given principles.")
+
+    @field_validator("score_range")
+    @classmethod
+    def _range_ordered(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if value[0] >= value[1]:
+            raise ValueError(f"expected (low, high) with low < high, got {value}")
+        return value
+
+    @field_validator("on_no_valid", mode="before")
+    @classmethod
+    def _on_no_valid_text(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() not in ("none", "raise"):
+            try:
+                return float(value)
+            except ValueError:
+                raise ValueError(f"expected 'none', 'raise' or a number, got {value!r}") from None
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _resolve_api_key(self) -> "GRMConfig":
+        if self.api_key is None and os.environ.get("OPENAI_API_KEY"):
+            object.__setattr__(self, "api_key", SecretStr(os.environ["OPENAI_API_KEY"]))
+        return self
+
+    # --- derived ----------------------------------------------------------------------------------------------
+    @property
+    def sampling_temperature(self) -> float:
+        if self.temperature is not None:
+            return self.temperature
+        return 0.0 if self.k == 1 else 0.5
+
+    def resolved_engine(self) -> str:
+        if self.engine != "auto":
+            return self.engine
+        if self.base_url or self.model:
+            return "openai"
+        raise ConfigError(
+            "no judge engine configured: pass model=... and base_url=... (any OpenAI-compatible server such as "
+            "vLLM or SGLang), or set GRM_MODEL and GRM_BASE_URL"
+        )
+
+    def judge_fingerprint(self) -> str:
+        """The fields that change what the judge returns, as a string (part of the cache key)."""
+        fields = ("engine", "model", "base_url", "k", "temperature", "top_p", "max_tokens", "seed", "template",
+                  "shuffle", "score_range", "reward_scale", "on_no_valid", "structured_output", "extra_body")
+        return json.dumps({f: getattr(self, f) for f in fields}, sort_keys=True, default=str)
+
+    @classmethod
+    def load(cls, config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> "GRMConfig":
+        """Build a config from a file, the environment and keyword overrides (highest priority).
+
+        ``config_file`` defaults to the ``GRM_CONFIG_FILE`` environment variable. Raises ConfigError naming the
+        field and the expected value on any invalid input.
+        """
+        config_file = config_file or os.environ.get("GRM_CONFIG_FILE")
+        overrides = {key: value for key, value in overrides.items() if value is not None}
+        try:
+            file_values = read_config_file(config_file) if config_file else {}
+            from_env = cls()
+            env_values = {name: getattr(from_env, name) for name in from_env.model_fields_set}
+            return cls(**{**file_values, **env_values, **overrides})
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, "GRM configuration")) from None
+
+    def public_dict(self) -> dict[str, Any]:
+        """The configuration without secrets, for logs and reports."""
+        data = self.model_dump(mode="json")
+        data["api_key"] = "***" if self.api_key else None
+        return data
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"config file {str(file)!r} does not exist")
+    import yaml
+
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(file)!r} is not valid YAML/JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(file)!r} must hold a mapping of field names to values")
+    return data
+
+
+def format_validation_error(exc: ValidationError, what: str) -> str:
+    """One line per problem: ``field: message (got value)``."""
+    lines = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(root)"
+        got = err.get("input")
+        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{field}: {err['msg']}{got_text}")
+    return f"invalid {what}: " + "; ".join(lines)

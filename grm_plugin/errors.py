@@ -1,0 +1,59 @@
+"""The exception hierarchy: every failure the library raises is a GRMError, named by what failed."""
+
+from __future__ import annotations
+
+
+class GRMError(Exception):
+    """Base class for every error grm-plugin raises on purpose."""
+
+
+class ConfigError(GRMError, ValueError):
+    """A configuration value is missing or invalid; the message names the field and what was expected."""
+
+
+class ParseError(GRMError, ValueError):
+    """A judge's output could not be read as a judgement; the message says which part was missing or wrong."""
+
+
+class BackendError(GRMError):
+    """The judge engine failed.
+
+    Attributes:
+        endpoint: the URL (or engine name) that failed.
+        status: the HTTP status code, or None for connection errors and timeouts.
+        attempts: how many attempts were made before giving up.
+        retryable: whether the failure was of a kind that is retried (429, 5xx, connection, timeout).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str = "",
+        status: int | None = None,
+        attempts: int = 1,
+        retryable: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.status = status
+        self.attempts = attempts
+        self.retryable = retryable
+
+    def __reduce__(self):  # keep the attributes when the error crosses a process boundary
+        return (
+            _rebuild_backend_error,
+            (str(self), self.endpoint, self.status, self.attempts, self.retryable),
+        )
+
+
+def _rebuild_backend_error(message, endpoint, status, attempts, retryable) -> BackendError:
+    return BackendError(message, endpoint=endpoint, status=status, attempts=attempts, retryable=retryable)
+
+
+class NoValidJudgementError(GRMError):
+    """No sampled judgement of a request could be parsed and the configuration says to raise."""
+
+
+class InvalidRequestError(GRMError, ValueError):
+    """A ScoreRequest (or a row of a batch) is malformed; the message names the index and the field."""

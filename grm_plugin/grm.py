@@ -1,0 +1,245 @@
+"""GRMReward: the principle-critique generative reward model with inference-time voting (SPCT, DeepSeek-GRM).
+
+For each request: draw k presentation orders (a seeded shuffle per sample), build one judge prompt per distinct
+order, ask the engine for all samples of a prompt in one request (n = how many samples share it), parse every
+completion, undo its shuffle, and sum-vote the valid ones into one reward per response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import weakref
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from pydantic import ValidationError
+
+from .backends import Backend, Completion, SamplingParams, make_backend
+from .cache import LRUCache
+from .config import GRMConfig, format_validation_error
+from .errors import InvalidRequestError, NoValidJudgementError, ParseError
+from .parsing import parse_judgement
+from .reward import RewardFunction
+from .templates import Template, build_judge_messages, get_template, scores_regex
+from .types import Judgement, ScoreRequest, ScoreResult
+from .voting import draw_orders, pick_best, scale_rewards, unshuffle, vote_sum
+
+
+def coerce_requests(requests: Sequence[ScoreRequest | dict[str, Any]]) -> list[ScoreRequest]:
+    """Validate requests given as ScoreRequest objects or plain dicts; errors name the index and the field."""
+    if isinstance(requests, (ScoreRequest, dict)):
+        raise InvalidRequestError("expected a list of requests, got a single "
+                                  f"{type(requests).__name__}; wrap it in a list")
+    out = []
+    for i, request in enumerate(requests):
+        if isinstance(request, ScoreRequest):
+            out.append(request)
+            continue
+        try:
+            out.append(ScoreRequest.model_validate(request))
+        except ValidationError as exc:
+            raise InvalidRequestError(format_validation_error(exc, f"request {i}")) from None
+    return out
+
+
+@dataclass
+class _LoopState:
+    """What must live in one event loop: the engine client and the requests being judged right now."""
+
+    backend: Backend
+    inflight: dict[str, asyncio.Future[ScoreResult]] = field(default_factory=dict)
+
+
+class GRMReward(RewardFunction):
+    """The generative reward model: principles, critiques and 1-10 scores, voted over k samples.
+
+    Args:
+        config: a GRMConfig; when omitted it is loaded from ``config_file``, ``GRM_*`` environment variables and
+            the keyword arguments (``k=8``, ``model=...``, ``base_url=...``; every GRMConfig field).
+        backend: an engine object to use instead of the one the config names (anything with ``generate``).
+
+    Example:
+        >>> reward = GRMReward(model="BBQGOD/DeepSeek-GRM-27B", base_url="http://localhost:8000/v1", k=8)
+        >>> reward.config.k
+        8
+    """
+
+    def __init__(
+        self,
+        config: GRMConfig | None = None,
+        *,
+        backend: Backend | None = None,
+        config_file: str | None = None,
+        **overrides: Any,
+    ) -> None:
+        if config is None:
+            config = GRMConfig.load(config_file, **overrides)
+        elif overrides:
+            config = GRMConfig.load(None, **{**config.model_dump(exclude_unset=True), **overrides})
+        self.config = config
+        self.template: Template = get_template(config.template)
+        if backend is None:
+            config.resolved_engine()  # fail now, naming what is missing, rather than on the first call
+        self._backend_override = backend
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
+        self.cache: LRUCache[ScoreResult] = LRUCache(config.cache_size)
+        self._config_key = config.judge_fingerprint()
+        self.__name__ = "grm_reward"
+
+    # -- RewardFunction's batching knobs come from the config ---------------------------------------------------
+    @property
+    def mode(self) -> str:  # type: ignore[override]
+        return self.config.mode
+
+    @property
+    def max_responses_per_call(self) -> int:  # type: ignore[override]
+        return self.config.max_responses_per_call
+
+    @property
+    def reference_column(self) -> str:  # type: ignore[override]
+        return self.config.reference_column
+
+    @property
+    def principles_column(self) -> str:  # type: ignore[override]
+        return self.config.principles_column
+
+    # -- pickling by configuration (clients are made lazily in the process and loop that uses them) -------------
+    def __getstate__(self) -> dict[str, Any]:
+        return {"config": self.config, "backend": self._backend_override}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["config"], backend=state["backend"])  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        c = self.config
+        return f"GRMReward(model={c.model!r}, base_url={c.base_url!r}, k={c.k}, mode={c.mode!r})"
+
+    # -- engine per event loop ---------------------------------------------------------------------------------
+    def _state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        state = self._states.get(loop)
+        if state is None:
+            state = _LoopState(self._backend_override or make_backend(self.config))
+            self._states[loop] = state
+        return state
+
+    async def aclose(self) -> None:
+        """Close the engine client of the current event loop."""
+        state = self._states.pop(asyncio.get_running_loop(), None)
+        if state is not None and self._backend_override is None:
+            await state.backend.aclose()
+
+    def close(self) -> None:
+        """Close the engine client used by synchronous calls."""
+        from ._sync import run_sync
+
+        run_sync(self.aclose())
+
+    # -- scoring -----------------------------------------------------------------------------------------------
+    def _key(self, request: ScoreRequest) -> str:
+        return hashlib.blake2b(f"{self._config_key}|{request.fingerprint()}".encode(), digest_size=16).hexdigest()
+
+    async def ascore(self, requests: Sequence[ScoreRequest | dict[str, Any]]) -> list[ScoreResult]:
+        """Judge every request (k samples each, voted); identical requests are judged once.
+
+        Raises:
+            InvalidRequestError: a request is malformed (names the index and field).
+            BackendError: the engine failed after its retries.
+            NoValidJudgementError: no sample parsed and ``on_no_valid='raise'``.
+        """
+        reqs = coerce_requests(requests)
+        state = self._state()
+        pending: list[asyncio.Future[ScoreResult] | ScoreResult] = []
+        for request in reqs:
+            key = self._key(request)
+            cached = self.cache.get(key)
+            if cached is not None:
+                pending.append(cached.model_copy(update={"cached": True, "prompt_tokens": 0,
+                                                         "completion_tokens": 0, "metadata": request.metadata}))
+                continue
+            future = state.inflight.get(key)
+            if future is None:
+                future = asyncio.ensure_future(self._judge(request, key, state.backend))
+                state.inflight[key] = future
+                future.add_done_callback(lambda _f, key=key: state.inflight.pop(key, None))
+            pending.append(future)
+        outcomes = await asyncio.gather(
+            *(asyncio.shield(p) for p in pending if isinstance(p, asyncio.Future)), return_exceptions=True
+        )
+        results: list[ScoreResult] = []
+        outcome_iter = iter(outcomes)
+        for request, item in zip(reqs, pending):
+            outcome = next(outcome_iter) if isinstance(item, asyncio.Future) else item
+            if isinstance(outcome, BaseException):
+                raise outcome
+            if outcome.metadata is not request.metadata:
+                outcome = outcome.model_copy(update={"metadata": request.metadata})
+            results.append(outcome)
+        return results
+
+    def _sampling(self, n_responses: int) -> SamplingParams:
+        c = self.config
+        extra: dict[str, Any] = {}
+        if c.structured_output != "off":
+            regex = scores_regex(n_responses, c.score_range, self.template.score_format)
+            extra = {"vllm": {"structured_outputs": {"regex": regex}},
+                     "vllm-legacy": {"guided_regex": regex},
+                     "sglang": {"regex": regex}}[c.structured_output]
+        return SamplingParams(temperature=c.sampling_temperature, top_p=c.top_p, max_tokens=c.max_tokens,
+                              extra_body=extra)
+
+    async def _judge(self, request: ScoreRequest, key: str, backend: Backend) -> ScoreResult:
+        c = self.config
+        rng = random.Random(f"{c.seed}:{key}")
+        orders = draw_orders(request.n_responses, c.k, rng, shuffle=c.shuffle)
+        shown = Counter(tuple(order) for order in orders)  # samples sharing an order share one engine request
+        sampling = self._sampling(request.n_responses)
+        batches = await asyncio.gather(*(
+            backend.generate([build_judge_messages(request, order, self.template, c.score_range)], count, sampling)
+            for order, count in shown.items()
+        ))
+        judgements = [
+            self._read(completion, list(order), request.n_responses)
+            for order, batch in zip(shown, batches)
+            for completion in batch[0]
+        ]
+        result = self._aggregate(request, judgements, rng)
+        if result.valid_samples:
+            self.cache.put(key, result)
+        return result
+
+    def _read(self, completion: Completion, order: list[int], n_responses: int) -> Judgement:
+        common = dict(text=completion.text, order=order, finish_reason=completion.finish_reason,
+                      prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens)
+        try:
+            parsed = parse_judgement(completion.text, n_responses, self.config.score_range)
+        except ParseError as exc:
+            return Judgement(valid=False, error=str(exc), **common)
+        return Judgement(valid=True, principles=parsed.principles, critique=parsed.critique,
+                         scores=unshuffle(parsed.scores, order), **common)
+
+    def _aggregate(self, request: ScoreRequest, judgements: list[Judgement], rng: random.Random) -> ScoreResult:
+        c = self.config
+        n = request.n_responses
+        valid = [j.scores for j in judgements if j.valid and j.scores is not None]
+        counters = dict(
+            judgements=judgements,
+            samples=len(judgements),
+            valid_samples=len(valid),
+            prompt_tokens=sum(j.prompt_tokens for j in judgements),
+            completion_tokens=sum(j.completion_tokens for j in judgements),
+            metadata=request.metadata,
+        )
+        if valid:
+            votes = vote_sum(valid, n)
+            rewards: list[float | None] = list(scale_rewards(votes, len(valid), c.reward_scale, c.score_range))
+            return ScoreResult(rewards=rewards, votes=votes, best=pick_best(votes, rng), **counters)
+        if c.on_no_valid == "raise":
+            errors = "; ".join(sorted({j.error or "" for j in judgements}))[:500]
+            raise NoValidJudgementError(f"none of the {len(judgements)} sampled judgement(s) could be parsed "
+                                        f"({errors}); set on_no_valid='none' or a number to get a reward instead")
+        fallback = None if c.on_no_valid == "none" else float(c.on_no_valid)
+        return ScoreResult(rewards=[fallback] * n, **counters)

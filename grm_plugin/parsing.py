@@ -1,0 +1,121 @@
+"""Read a judge's text into principles, critique and one integer score per response.
+
+Accepted scores blocks: ``\\boxed{a, b}``, ``[[a, b]]`` and ``<scores>...</scores>`` (whose inside may itself hold a
+boxed or bracketed list). The last block in the text wins, so drafts and thinking before the final answer are
+ignored. Anything unreadable raises ``ParseError`` saying what was missing or wrong; nothing else is raised.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+from .errors import ParseError
+
+_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+_BRACKETS = re.compile(r"\[\[([^\[\]]*)\]\]")
+_TAGGED = re.compile(r"<scores>(.*?)</scores>", re.DOTALL | re.IGNORECASE)
+_INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_SEPARATOR = re.compile(r"[\s,;]+")
+_LABEL = r"^[ \t]*(?:[*#_]+[ \t]*)?{name}[ \t]*(?:[*_]+[ \t]*)?:[ \t]*(?:[*_]+)?"
+_PRINCIPLES_LABEL = re.compile(_LABEL.format(name=r"specific[ \t]+criteria"), re.IGNORECASE | re.MULTILINE)
+_ANALYSIS_LABEL = re.compile(_LABEL.format(name=r"analysis"), re.IGNORECASE | re.MULTILINE)
+_SCORES_LABEL = re.compile(r"(?:[*#_]+[ \t]*)?(?:final[ \t]+)?scores?[ \t]*(?:[*_]+[ \t]*)?:?[ \t]*(?:[*_]+)?[ \t]*$",
+                           re.IGNORECASE)
+_TAG_PRINCIPLES = re.compile(r"<specific_criteria>(.*?)</specific_criteria>", re.DOTALL | re.IGNORECASE)
+_TAG_ANALYSIS = re.compile(r"<analysis>(.*?)</analysis>", re.DOTALL | re.IGNORECASE)
+_MAX_DIGITS = 6
+
+
+class ParsedJudgement(NamedTuple):
+    principles: str
+    critique: str
+    scores: list[int]
+
+
+def _last_match(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
+    last = None
+    for last in pattern.finditer(text):
+        pass
+    return last
+
+
+def _read_scores(block: str, n_responses: int, score_range: tuple[int, int]) -> list[int]:
+    content = block.strip()
+    if not content:
+        raise ParseError("the scores block is empty; expected "
+                         f"{n_responses} integer(s) between {score_range[0]} and {score_range[1]}")
+    tokens = [t for t in _SEPARATOR.split(content) if t]
+    scores = []
+    for position, token in enumerate(tokens, start=1):
+        if not _INTEGER.fullmatch(token) or len(token.lstrip("+-")) > _MAX_DIGITS:
+            raise ParseError(f"score {position} in the scores block is {token[:40]!r}, not an integer")
+        scores.append(int(token))
+    if len(scores) != n_responses:
+        raise ParseError(f"expected {n_responses} score(s) in the scores block, found {len(scores)}")
+    lo, hi = score_range
+    for position, value in enumerate(scores, start=1):
+        if not lo <= value <= hi:
+            raise ParseError(f"score {position} is {value}, outside the range {lo}..{hi}")
+    return scores
+
+
+def _split_sections(head: str) -> tuple[str, str]:
+    """Principles and critique from the text before the scores block (labelled sections, else all critique)."""
+    principles_at = _PRINCIPLES_LABEL.search(head)
+    analysis_at = _ANALYSIS_LABEL.search(head, principles_at.end() if principles_at else 0)
+    if principles_at and analysis_at:
+        return head[principles_at.end():analysis_at.start()].strip(), head[analysis_at.end():].strip()
+    if analysis_at:
+        return "", head[analysis_at.end():].strip()
+    if principles_at:
+        return head[principles_at.end():].strip(), ""
+    return "", head.strip()
+
+
+def parse_judgement(text: str, n_responses: int, score_range: tuple[int, int] = (1, 10)) -> ParsedJudgement:
+    """Parse one judge output.
+
+    Args:
+        text: the judge's raw output.
+        n_responses: how many scores the last scores block must hold.
+        score_range: inclusive bounds every score must lie within.
+
+    Returns:
+        ParsedJudgement(principles, critique, scores), scores in the order the responses were shown.
+
+    Raises:
+        ParseError: no scores block, a non-integer, a wrong count or an out-of-range score.
+
+    Example:
+        >>> parse_judgement("Specific Criteria: Accuracy\\nAnalysis: 2 is wrong.\\nScores: \\\\boxed{9, 2}", 2)
+        ParsedJudgement(principles='Accuracy', critique='2 is wrong.', scores=[9, 2])
+    """
+    if not isinstance(text, str):
+        raise ParseError(f"expected the judge output as a string, got {type(text).__name__}")
+    if n_responses < 1:
+        raise ParseError(f"n_responses must be at least 1, got {n_responses}")
+    candidates = [m for m in (_last_match(p, text) for p in (_BOXED, _BRACKETS, _TAGGED)) if m]
+    if not candidates:
+        raise ParseError("no scores block found: expected \\boxed{...}, [[...]] or <scores>...</scores> "
+                         f"holding {n_responses} integer(s)")
+    block = max(candidates, key=lambda m: (m.end(), -m.start()))
+    inner = block.group(1)
+    if block.re is _TAGGED:
+        nested = [m for m in (_last_match(_BOXED, inner), _last_match(_BRACKETS, inner)) if m]
+        if nested:
+            inner = max(nested, key=lambda m: m.end()).group(1)
+    scores = _read_scores(inner, n_responses, score_range)
+
+    head = text[:block.start()]
+    tagged_principles = _last_match(_TAG_PRINCIPLES, head)
+    tagged_analysis = _last_match(_TAG_ANALYSIS, head)
+    if tagged_principles or tagged_analysis:
+        principles = tagged_principles.group(1).strip() if tagged_principles else ""
+        critique = tagged_analysis.group(1).strip() if tagged_analysis else ""
+        return ParsedJudgement(principles, critique, scores)
+    label = _SCORES_LABEL.search(head)
+    if label:
+        head = head[:label.start()]
+    principles, critique = _split_sections(head)
+    return ParsedJudgement(principles, critique, scores)

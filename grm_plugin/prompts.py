@@ -1,0 +1,108 @@
+"""Judge prompts as data. Logic that fills them lives in ``templates.py``.
+
+Placeholders use ``string.Template`` syntax (``$name``); a literal dollar sign is written ``$$``.
+Available placeholders: ``$n_responses``, ``$score_min``, ``$score_max``, ``$context`` (the conversation, its last
+user turn marked as the query), ``$responses`` (each wrapped in begin/end markers), ``$extra_sections`` (reference
+answer and given principles, empty when neither is given), ``$score_example`` (an example scores line for n).
+The wording is ours; the structure follows the paper's appendix G.
+"""
+
+GENERAL_CRITERIA = """\
+General criteria (apply all of them; the bands guide the score each criterion deserves):
+1. Instruction Adherence: does the response do what the user asked, within every stated constraint?
+   9-10: every instruction and constraint is met. 6-8: the main request is met with small lapses.
+   3-5: important parts are missed or constraints broken. 1-2: the request is ignored or misread.
+2. Usefulness: does the response actually help the user reach their goal?
+   9-10: directly solves the problem, correct and actionable. 6-8: helpful with minor gaps or errors.
+   3-5: partly helpful, with notable errors or gaps. 1-2: unhelpful, wrong or harmful.
+3. Level of Detail: is the depth right for the question?
+   9-10: complete and precise, nothing essential missing, nothing padded. 6-8: adequate, a little thin or long.
+   3-5: clearly too shallow or bloated. 1-2: no substance.
+4. Relevance: does every part of the response bear on the query?
+   9-10: fully on topic. 6-8: mostly on topic. 3-5: wanders noticeably. 1-2: off topic."""
+
+DEEPSEEK_GRM = """\
+You are a skilled, impartial expert at judging the quality of AI assistant responses. Below is a conversation and \
+$n_responses candidate response(s) to its final user query. Score each response on its own merits with an integer \
+from $score_min (worst) to $score_max (best).
+
+#### Evaluation Criteria ####
+$general_criteria
+
+Before scoring, write the specific criteria that matter for this particular query, each with a weight that shows how \
+much it counts (the weights sum to 100%). Then analyse every response step by step against those criteria and the \
+general criteria, checking facts and reasoning yourself rather than trusting the response. Be strict: do not reward \
+length, confidence or style that adds nothing, and do not let the order of the responses sway you.
+$extra_sections
+#### Conversation Context ####
+$context
+
+#### Responses to be Scored ####
+$responses
+
+#### Output Format ####
+Answer in exactly three parts, in this order:
+Specific Criteria: <the query-specific criteria with their weights>
+Analysis: <your step-by-step analysis of each response>
+Scores: $score_example
+The last line holds exactly $n_responses integer(s) between $score_min and $score_max, one per response, in the order \
+the responses were shown."""
+
+DEEPSEEK_GRM_SINGLE = """\
+You are a skilled, impartial expert at judging the quality of an AI assistant's response. Below is a conversation \
+and one response to its final user query. Score the response with an integer from $score_min (worst) to $score_max \
+(best).
+
+#### Evaluation Criteria ####
+1. Instruction Adherence: does the response do exactly what the user asked, within every stated constraint?
+2. Clarity: is the response well organised and easy to follow, with no ambiguity about its answer?
+3. Accuracy: is every claim, computation and step correct? Check them yourself.
+
+First write the specific criteria that matter for this query, each with a weight. Then analyse the response step by \
+step against them. Be strict: a confident but wrong answer deserves a low score.
+$extra_sections
+#### Conversation Context ####
+$context
+
+#### Response to be Scored ####
+$responses
+
+#### Output Format ####
+Answer in exactly three parts, in this order:
+Specific Criteria: <the query-specific criteria with their weights>
+Analysis: <your step-by-step analysis>
+Scores: $score_example"""
+
+TAGGED = """\
+You are a skilled, impartial expert at judging the quality of AI assistant responses. Below is a conversation and \
+$n_responses candidate response(s) to its final user query. Score each response with an integer from $score_min \
+(worst) to $score_max (best).
+
+#### Evaluation Criteria ####
+$general_criteria
+
+Write the specific criteria for this query with weights, analyse each response step by step, and score strictly.
+$extra_sections
+#### Conversation Context ####
+$context
+
+#### Responses to be Scored ####
+$responses
+
+#### Output Format ####
+<specific_criteria>the query-specific criteria with their weights</specific_criteria>
+<analysis>your step-by-step analysis of each response</analysis>
+<scores>$score_example</scores>
+The scores hold exactly $n_responses integer(s) between $score_min and $score_max, in the order shown."""
+
+REFERENCE_SECTION = """
+#### Reference Answer ####
+A reference answer is given below. Use it to check correctness; a response need not match its wording.
+$reference
+"""
+
+PRINCIPLES_SECTION = """
+#### Given Principles ####
+Use these principles as your specific criteria (you may refine their weights, not replace them):
+$principles
+"""

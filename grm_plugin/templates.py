@@ -1,0 +1,240 @@
+"""Build judge prompts from a ScoreRequest: the conversation, the (shuffled) responses and the output format.
+
+The prompt texts are data in ``prompts.py``; this module only fills them. ``render_judgement`` writes a judgement in a
+template's output format (the inverse of ``parsing.parse_judgement``), used by the simulated judge and the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+from . import prompts
+from .errors import ConfigError
+from .types import Message, Prompt, Response, ScoreRequest
+
+ScoreFormat = Literal["boxed", "brackets", "tagged"]
+_PLACEHOLDERS = {
+    "n_responses",
+    "score_min",
+    "score_max",
+    "context",
+    "responses",
+    "extra_sections",
+    "score_example",
+    "general_criteria",
+}
+
+
+@dataclass(frozen=True)
+class Template:
+    """A judge prompt: the user message text (``string.Template`` syntax), an optional system message, and the
+    format the judge is asked to write its scores in (``boxed``: ``Scores: \\boxed{a, b}``, ``brackets``:
+    ``Final Scores: [[a, b]]``, ``tagged``: ``<scores>\\boxed{a, b}</scores>``)."""
+
+    name: str
+    user: str
+    system: str | None = None
+    score_format: ScoreFormat = "boxed"
+
+    def __post_init__(self) -> None:
+        for text in (self.user, self.system or ""):
+            try:
+                ids = string.Template(text).get_identifiers()
+            except ValueError as exc:  # pragma: no cover - get_identifiers tolerates bad '$'
+                raise ConfigError(f"template {self.name!r}: {exc}") from exc
+            unknown = sorted(set(ids) - _PLACEHOLDERS)
+            if unknown:
+                raise ConfigError(
+                    f"template {self.name!r} uses unknown placeholder(s) {unknown}; "
+                    f"expected only {sorted(_PLACEHOLDERS)} (write a literal dollar sign as $$)"
+                )
+        if self.score_format not in ("boxed", "brackets", "tagged"):
+            raise ConfigError(
+                f"template {self.name!r}: score_format must be 'boxed', 'brackets' or 'tagged', "
+                f"got {self.score_format!r}"
+            )
+
+
+BUILTIN_TEMPLATES: dict[str, Template] = {
+    "deepseek-grm": Template("deepseek-grm", prompts.DEEPSEEK_GRM, score_format="boxed"),
+    "deepseek-grm-single": Template("deepseek-grm-single", prompts.DEEPSEEK_GRM_SINGLE, score_format="boxed"),
+    "tagged": Template("tagged", prompts.TAGGED, score_format="tagged"),
+}
+
+
+def get_template(spec: str | Template | dict[str, Any]) -> Template:
+    """Resolve a template: a built-in name, a Template, a dict with ``user`` (and optional ``system``,
+    ``score_format``, ``name``), or a path to a ``.yaml``/``.json`` file of such a dict or a ``.txt`` file holding
+    the user message.
+
+    Example:
+        >>> get_template("deepseek-grm").score_format
+        'boxed'
+    """
+    if isinstance(spec, Template):
+        return spec
+    if isinstance(spec, dict):
+        if "user" not in spec:
+            raise ConfigError("a template given as a dict needs a 'user' key holding the prompt text")
+        unknown = set(spec) - {"name", "user", "system", "score_format"}
+        if unknown:
+            raise ConfigError(f"template dict has unknown key(s) {sorted(unknown)}; expected name, user, system, "
+                              "score_format")
+        return Template(name=spec.get("name", "custom"), user=spec["user"], system=spec.get("system"),
+                        score_format=spec.get("score_format", "boxed"))
+    if spec in BUILTIN_TEMPLATES:
+        return BUILTIN_TEMPLATES[spec]
+    path = Path(spec).expanduser()
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+        if path.suffix in (".yaml", ".yml", ".json"):
+            import yaml
+
+            data = yaml.safe_load(text)
+            if not isinstance(data, dict):
+                raise ConfigError(f"template file {path} must hold a mapping with a 'user' key")
+            data.setdefault("name", path.stem)
+            return get_template(data)
+        return Template(name=path.stem, user=text)
+    raise ConfigError(
+        f"template {spec!r} is neither a built-in template ({', '.join(BUILTIN_TEMPLATES)}) nor an existing file"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rendering conversations and responses
+
+
+def _tool_call_text(call: dict[str, Any]) -> str:
+    fn = call.get("function", call)
+    name = fn.get("name", "?")
+    args = fn.get("arguments", "")
+    if not isinstance(args, str):
+        args = json.dumps(args, ensure_ascii=False, sort_keys=True)
+    return f"[Tool Call] {name}({args})"
+
+
+def render_message(message: Message) -> str:
+    """One message as a labelled block: ``[User]``, ``[Assistant]``, ``[Tool Call] f(args)``, ``[Tool Result]``."""
+    role = message.role
+    body = message.text().strip()
+    if role in ("tool", "function"):
+        label = f"[Tool Result: {message.name}]" if message.name else "[Tool Result]"
+        return f"{label}\n{body}"
+    lines = []
+    if body or not message.tool_calls:
+        label = {"system": "[System]", "developer": "[System]", "user": "[User]", "assistant": "[Assistant]"}[role]
+        lines.append(f"{label}\n{body}")
+    for call in message.tool_calls or []:
+        lines.append(_tool_call_text(call))
+    return "\n".join(lines)
+
+
+def render_context(prompt: Prompt) -> str:
+    """The conversation before the responses; the last user turn is marked as the query to answer."""
+    if isinstance(prompt, str):
+        return f"[User Query]\n{prompt.strip()}"
+    last_user = max(i for i, m in enumerate(prompt) if m.role == "user")
+    blocks = []
+    for i, message in enumerate(prompt):
+        if i == last_user:
+            blocks.append(f"[User Query]\n{message.text().strip()}")
+        else:
+            blocks.append(render_message(message))
+    return "\n\n".join(blocks)
+
+
+def render_response(response: Response) -> str:
+    """A response's text; an agent turn (assistant/tool messages) is rendered step by step."""
+    if isinstance(response, str):
+        return response.strip()
+    if len(response) == 1 and response[0].role == "assistant" and not response[0].tool_calls:
+        return response[0].text().strip()
+    return "\n".join(render_message(m) for m in response)
+
+
+def render_responses(responses: Sequence[Response], order: Sequence[int]) -> str:
+    blocks = []
+    for slot, index in enumerate(order, start=1):
+        blocks.append(f"[The Begin of Response {slot}]\n{render_response(responses[index])}\n"
+                      f"[The End of Response {slot}]")
+    return "\n\n".join(blocks)
+
+
+def score_example(n: int, score_format: ScoreFormat) -> str:
+    letters = ", ".join(f"s{i}" for i in range(1, n + 1))
+    if score_format == "brackets":
+        return f"[[{letters}]]"
+    return "\\boxed{" + letters + "}"
+
+
+def build_judge_messages(
+    request: ScoreRequest,
+    order: Sequence[int],
+    template: Template,
+    score_range: tuple[int, int] = (1, 10),
+) -> list[dict[str, str]]:
+    """The chat messages sent to the judge for one sample: responses shown in ``order``.
+
+    Example:
+        >>> msgs = build_judge_messages(ScoreRequest(prompt="Hi", responses=["a", "b"]), [1, 0],
+        ...                             get_template("deepseek-grm"))
+        >>> "[The Begin of Response 1]\\nb" in msgs[-1]["content"]
+        True
+    """
+    extra = ""
+    if request.reference:
+        extra += string.Template(prompts.REFERENCE_SECTION).substitute(reference=request.reference.strip())
+    if request.principles:
+        extra += string.Template(prompts.PRINCIPLES_SECTION).substitute(principles=request.principles.strip())
+    values = {
+        "n_responses": len(order),
+        "score_min": score_range[0],
+        "score_max": score_range[1],
+        "context": render_context(request.prompt),
+        "responses": render_responses(request.responses, order),
+        "extra_sections": extra,
+        "score_example": score_example(len(order), template.score_format),
+        "general_criteria": prompts.GENERAL_CRITERIA,
+    }
+    messages = []
+    if template.system:
+        messages.append({"role": "system", "content": string.Template(template.system).substitute(values)})
+    messages.append({"role": "user", "content": string.Template(template.user).substitute(values)})
+    return messages
+
+
+def render_judgement(principles: str, critique: str, scores: Sequence[int], score_format: ScoreFormat = "boxed") -> str:
+    """Write a judgement the way a judge following ``score_format`` does (inverse of ``parse_judgement``).
+
+    Example:
+        >>> render_judgement("Correctness (100%)", "Response 1 is right.", [8, 3])
+        'Specific Criteria: Correctness (100%)\\nAnalysis: Response 1 is right.\\nScores: \\\\boxed{8, 3}'
+    """
+    joined = ", ".join(str(s) for s in scores)
+    if score_format == "tagged":
+        return (f"<specific_criteria>{principles}</specific_criteria>\n<analysis>{critique}</analysis>\n"
+                f"<scores>\\boxed{{{joined}}}</scores>")
+    if score_format == "brackets":
+        return f"Specific Criteria: {principles}\nAnalysis: {critique}\nFinal Scores: [[{joined}]]"
+    return f"Specific Criteria: {principles}\nAnalysis: {critique}\nScores: \\boxed{{{joined}}}"
+
+
+def scores_regex(n: int, score_range: tuple[int, int], score_format: ScoreFormat) -> str:
+    """A regular expression for the whole judge output that forces a well-formed scores line at its end
+    (for vLLM/SGLang structured output). The free text before it is unconstrained."""
+    lo, hi = score_range
+    alternatives = "|".join(str(v) for v in range(hi, lo - 1, -1))  # longest first: '10' before '1'
+    number = f"({alternatives})"
+    body = ", ".join([number] * n)
+    if score_format == "tagged":
+        tail = f"<scores>\\\\boxed\\{{{body}\\}}</scores>"
+    elif score_format == "brackets":
+        tail = f"Final Scores: \\[\\[{body}\\]\\]"
+    else:
+        tail = f"Scores: \\\\boxed\\{{{body}\\}}"
+    return f"[\\s\\S]*{tail}"

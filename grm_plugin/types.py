@@ -1,0 +1,164 @@
+"""The records that cross the library's boundary: requests to judge, sampled judgements and results.
+
+Data flows one way: ``ScoreRequest`` -> judge prompts -> ``Judgement`` (one per sample) -> ``ScoreResult``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
+class Message(BaseModel):
+    """One chat message in OpenAI's shape (``role``, ``content``, optional ``tool_calls``/``tool_call_id``/``name``).
+
+    ``content`` may be a string, a list of content parts (``{"type": "text", "text": ...}``) or None (an assistant
+    turn that only calls tools). Unknown keys are kept, so messages from TRL, LangChain or OpenAI round-trip.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    role: Role
+    content: Union[str, list[Any], None] = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        """The message's text: a string content as is, the text parts of a list content joined."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        parts = []
+        for part in self.content:
+            if isinstance(part, str):
+                parts.append(part)
+            elif isinstance(part, dict) and isinstance(part.get("text"), str):
+                parts.append(part["text"])
+            elif isinstance(part, dict):
+                parts.append(f"[{part.get('type', 'content')}]")
+        return "\n".join(parts)
+
+
+Prompt = Union[str, list[Message]]
+Response = Union[str, list[Message]]
+
+
+class ScoreRequest(BaseModel):
+    """One prompt and the responses to judge together.
+
+    Args:
+        prompt: the user's query as a string, or the chat so far (system, multi-turn, tool calls and tool results);
+            the last user turn is the query being answered.
+        responses: 1..n responses, each a string or a list of assistant/tool messages (an agent's turn).
+        reference: an optional reference answer shown to the judge.
+        principles: optional pre-written principles (criteria) shown to the judge.
+        metadata: free data carried through to the result, never shown to the judge.
+
+    Example:
+        >>> ScoreRequest(prompt="2+2?", responses=["4", "5"]).n_responses
+        2
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    prompt: Prompt
+    responses: list[Response] = Field(min_length=1)
+    reference: str | None = None
+    principles: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_empty(cls, value: Prompt) -> Prompt:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("expected a non-empty string or a non-empty list of chat messages")
+            if not any(m.role == "user" for m in value):
+                raise ValueError("chat messages must contain at least one message with role 'user'")
+        return value
+
+    @field_validator("responses")
+    @classmethod
+    def _responses_are_turns(cls, value: list[Response]) -> list[Response]:
+        for i, response in enumerate(value):
+            if isinstance(response, list):
+                if not response:
+                    raise ValueError(f"response {i} is an empty message list; expected a string or messages")
+                bad = [m.role for m in response if m.role not in ("assistant", "tool", "function")]
+                if bad:
+                    raise ValueError(
+                        f"response {i} holds a message with role {bad[0]!r}; a response is assistant/tool messages"
+                    )
+        return value
+
+    @property
+    def n_responses(self) -> int:
+        return len(self.responses)
+
+    def fingerprint(self) -> str:
+        """A stable hash of everything the judge sees (not metadata): the cache key and the shuffle seed."""
+        payload = self.model_dump(mode="json", exclude={"metadata"}, exclude_none=True)
+        blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
+
+
+class Judgement(BaseModel):
+    """One sampled judge output.
+
+    ``scores`` are in the caller's original response order (the sample's shuffle already undone); ``order`` is the
+    permutation that was shown (``order[j]`` = the original index of the response shown in slot j).
+    """
+
+    text: str
+    principles: str = ""
+    critique: str = ""
+    scores: list[int] | None = None
+    valid: bool = False
+    error: str | None = None
+    order: list[int] = Field(default_factory=list)
+    meta_score: float | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @model_validator(mode="after")
+    def _valid_has_scores(self) -> "Judgement":
+        if self.valid and self.scores is None:
+            raise ValueError("a valid judgement needs scores")
+        return self
+
+
+class ScoreResult(BaseModel):
+    """The judge's verdict on one ScoreRequest.
+
+    Attributes:
+        rewards: one float per response (scaled as configured), or None where no valid judgement exists.
+        votes: summed scores over the valid samples (paper Eq. 14), one per response; None without valid samples.
+        best: index of the best response (argmax of votes, ties broken by a seeded coin), None without valid samples.
+        judgements: every sampled judgement, valid or not.
+        samples / valid_samples: how many judgements were drawn and how many parsed.
+        prompt_tokens / completion_tokens: judge tokens spent on this request (0 when served from the cache).
+        cached: whether the result came from the cache without engine calls.
+    """
+
+    rewards: list[float | None]
+    votes: list[int] | None = None
+    best: int | None = None
+    judgements: list[Judgement] = Field(default_factory=list)
+    samples: int = 0
+    valid_samples: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: bool = False
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def parse_valid_rate(self) -> float:
+        return self.valid_samples / self.samples if self.samples else 0.0
