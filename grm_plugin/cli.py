@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import sys
 import tempfile
 from pathlib import Path
@@ -19,6 +20,7 @@ from .config import GRMConfig
 from .errors import GRMError
 from .grm import GRMReward
 from .types import ScoreRequest, ScoreResult
+from .voting import pick_best
 
 app = typer.Typer(help="grm-plugin: a generative reward model (principles, critiques, 1-10 scores, voting).",
                   no_args_is_help=True, add_completion=False)
@@ -50,9 +52,13 @@ def _fail(message: str, code: int) -> "typer.Exit":
 
 
 def read_lines(stream: Any) -> list[tuple[int, InputLine]]:
-    """Parse and validate every line first, so bad input stops the run before any engine call."""
+    """Parse and validate every line (bytes, UTF-8, a leading byte-order mark allowed) before any engine call."""
     lines = []
-    for number, raw in enumerate(stream, start=1):
+    for number, raw_bytes in enumerate(stream, start=1):
+        try:
+            raw = raw_bytes.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise _fail(f"error: line {number}: not valid UTF-8 (byte {exc.start + 1})", 2) from None
         if not raw.strip():
             continue
         try:
@@ -78,7 +84,8 @@ def _line_requests(line: InputLine, mode: str, max_per_call: int) -> list[tuple[
                                  reference=line.reference, principles=line.principles)) for chunk in chunks]
 
 
-def _line_output(number: int, line: InputLine, parts: list[tuple[list[int], ScoreResult]]) -> dict[str, Any]:
+def _line_output(number: int, line: InputLine, parts: list[tuple[list[int], ScoreResult]], seed: int = 0
+                 ) -> dict[str, Any]:
     n = len(line.responses)
     rewards: list[float | None] = [None] * n
     votes: list[int | None] = [None] * n
@@ -95,9 +102,10 @@ def _line_output(number: int, line: InputLine, parts: list[tuple[list[int], Scor
                                "critique": j.critique, "error": j.error})
     if len(parts) == 1:
         best = parts[0][1].best
-    else:
-        scored = [(r, i) for i, r in enumerate(rewards) if r is not None]
-        best = max(scored)[1] if scored else None
+    else:  # responses judged in separate prompts: compare their rewards, ties broken by a seeded coin
+        scored = [i for i, r in enumerate(rewards) if r is not None]
+        rng = random.Random(f"{seed}:{number}")
+        best = scored[pick_best([rewards[i] for i in scored], rng)] if scored else None
     out: dict[str, Any] = {"line": number}
     if line.id is not None:
         out["id"] = line.id
@@ -115,7 +123,7 @@ async def _score_all(reward: GRMReward, lines: list[tuple[int, InputLine]], prog
         results = await reward.ascore([req for _, req in planned])
         if progress is not None:
             progress.update(1)
-        return _line_output(number, line, [(chunk, res) for (chunk, _), res in zip(planned, results)])
+        return _line_output(number, line, [(chunk, res) for (chunk, _), res in zip(planned, results)], cfg.seed)
 
     outputs: list[dict[str, Any]] = []
     try:
@@ -130,6 +138,13 @@ def _write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if path.exists():  # keep the permissions of the file we replace; else what the umask allows
+            mode = path.stat().st_mode & 0o777
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(tmp, path)
@@ -159,12 +174,12 @@ def score(
     except GRMError as exc:
         raise _fail(f"error: {exc}", 2) from None
     if input == "-":
-        lines = read_lines(sys.stdin)
+        lines = read_lines(sys.stdin.buffer)
     else:
         source = Path(input)
         if not source.is_file():
             raise _fail(f"error: input file {input!r} does not exist", 2)
-        with source.open(encoding="utf-8") as handle:
+        with source.open("rb") as handle:
             lines = read_lines(handle)
     progress = None
     if not quiet and sys.stderr.isatty():

@@ -17,7 +17,7 @@ _BRACKETS = re.compile(r"\[\[([^\[\]]*)\]\]")
 _TAGGED = re.compile(r"<scores>(.*?)</scores>", re.DOTALL | re.IGNORECASE)
 _INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
 _SEPARATOR = re.compile(r"[\s,;]+")
-_LABEL = r"^[ \t]*(?:[*#_]+[ \t]*)?{name}[ \t]*(?:[*_]+[ \t]*)?:[ \t]*(?:[*_]+)?"
+_LABEL = r"^[ \t]*(?:[*#_]+[ \t]*)?{name}[ \t]*(?:[*_]+)?:(?:\*\*|__)?[ \t]*"
 _PRINCIPLES_LABEL = re.compile(_LABEL.format(name=r"specific[ \t]+criteria"), re.IGNORECASE | re.MULTILINE)
 _ANALYSIS_LABEL = re.compile(_LABEL.format(name=r"analysis"), re.IGNORECASE | re.MULTILINE)
 _SCORES_LABEL = re.compile(r"(?:[*#_]+[ \t]*)?(?:final[ \t]+)?scores?[ \t]*(?:[*_]+[ \t]*)?:?[ \t]*(?:[*_]+)?[ \t]*$",

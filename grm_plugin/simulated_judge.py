@@ -5,7 +5,8 @@ It reads the responses out of the judge prompt (``[The Begin of Response i]`` ..
 finds each one's hidden quality (a ``{{quality=7.5}}`` marker the test data puts in the response, see
 ``with_quality``), and answers in the paper's output format with ``score = round(quality + noise)`` clipped to the
 score range. Noise, a first-slot position bias, unparseable answers, latency and failures (429/500/... on demand)
-are configurable. Greedy requests (temperature 0) are deterministic per prompt, like a real model.
+are configurable. Answers are deterministic given the seed and the set of requests (not their arrival order);
+greedy requests (temperature 0) always get the same answer for the same prompt, like a real model.
 
 Run it in a thread (``with SimulatedJudge(noise=1.0) as judge: judge.base_url``) or as a process:
 ``python -m grm_plugin.simulated_judge --port 8123 --noise 1.0``.
@@ -48,6 +49,23 @@ def with_quality(text: str, quality: float) -> str:
     return f"{text} {{{{quality={quality:g}}}}}"
 
 
+def quality_pairs(n_pairs: int, seed: int = 0, gap: float = 1.0) -> tuple[list[Any], list[int]]:
+    """Pairwise items for the simulated judge: two responses whose hidden qualities differ by ``gap`` (base quality
+    uniform in 3..7, the better one first or second at random). Returns the ScoreRequests and the better index."""
+    from .types import ScoreRequest
+
+    rng = random.Random(seed)
+    requests, better = [], []
+    for i in range(n_pairs):
+        base = rng.uniform(3, 7)
+        first = rng.random() < 0.5
+        qualities = [base + gap, base] if first else [base, base + gap]
+        requests.append(ScoreRequest(prompt=f"pair {i}",
+                                     responses=[with_quality(f"answer {j}", q) for j, q in enumerate(qualities)]))
+        better.append(0 if first else 1)
+    return requests, better
+
+
 @dataclass
 class JudgeSettings:
     noise: float = 1.0
@@ -62,7 +80,7 @@ class JudgeSettings:
 class _State:
     def __init__(self, settings: JudgeSettings) -> None:
         self.settings = settings
-        self.rng = random.Random(settings.seed)
+        self.seen: dict[int, int] = {}
         self.lock = threading.Lock()
         self.requests = 0
         self.completions = 0
@@ -128,11 +146,14 @@ def build_app(settings: JudgeSettings | None = None) -> Starlette:
                 state.completions += n
                 if len(state.bodies) < 1000:
                     state.bodies.append(body)
-                if temperature == 0:
-                    seed = int.from_bytes(hashlib.blake2b(prompt.encode(), digest_size=8).digest(), "big")
-                    rng = random.Random(seed ^ s.seed)
-                else:
-                    rng = random.Random(state.rng.getrandbits(64))
+                # Seeded by the prompt, so results do not depend on the order concurrent requests arrive in.
+                # Greedy (temperature 0) answers the same prompt the same way every time; sampled requests for a
+                # prompt seen before draw fresh noise (the per-prompt counter).
+                digest = int.from_bytes(hashlib.blake2b(prompt.encode(), digest_size=8).digest(), "big")
+                repeat = 0 if temperature == 0 else state.seen.get(digest, 0)
+                if temperature != 0:
+                    state.seen[digest] = repeat + 1
+                rng = random.Random(f"{s.seed}:{digest}:{repeat}")
             texts = [_judge_text(prompt, rng, s) for _ in range(n)]
             choices = [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
                        for i, t in enumerate(texts)]
