@@ -128,7 +128,15 @@ async def _score_all(reward: GRMReward, lines: list[tuple[int, InputLine]], prog
     outputs: list[dict[str, Any]] = []
     try:
         for start in range(0, len(lines), window):
-            outputs += await asyncio.gather(*(one(n, line) for n, line in lines[start:start + window]))
+            tasks = [asyncio.ensure_future(one(n, line)) for n, line in lines[start:start + window]]
+            try:
+                outputs += await asyncio.gather(*tasks)
+            except BaseException:
+                # the run has failed: stop the other lines before their client is closed under them
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
     finally:
         await reward.aclose()
     return outputs

@@ -46,11 +46,19 @@ def coerce_requests(requests: Sequence[ScoreRequest | dict[str, Any]]) -> list[S
 
 
 @dataclass
+class _Inflight:
+    """A request being judged, shared by every caller that asked for it; cancelled when no caller waits."""
+
+    task: asyncio.Future[ScoreResult]
+    waiters: int = 0
+
+
+@dataclass
 class _LoopState:
     """What must live in one event loop: the engine client and the requests being judged right now."""
 
     backend: Backend
-    inflight: dict[str, asyncio.Future[ScoreResult]] = field(default_factory=dict)
+    inflight: dict[str, _Inflight] = field(default_factory=dict)
 
 
 class GRMReward(RewardFunction):
@@ -127,9 +135,15 @@ class GRMReward(RewardFunction):
         return state
 
     async def aclose(self) -> None:
-        """Close the engine client of the current event loop."""
+        """Cancel what is still being judged in the current event loop and close its engine client."""
         state = self._states.pop(asyncio.get_running_loop(), None)
-        if state is not None and self._backend_override is None:
+        if state is None:
+            return
+        tasks = [entry.task for entry in state.inflight.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._backend_override is None:
             await state.backend.aclose()
 
     def close(self) -> None:
@@ -152,7 +166,7 @@ class GRMReward(RewardFunction):
         """
         reqs = coerce_requests(requests)
         state = self._state()
-        pending: list[asyncio.Future[ScoreResult] | ScoreResult] = []
+        pending: list[_Inflight | ScoreResult] = []
         for request in reqs:
             key = self._key(request)
             cached = self.cache.get(key)
@@ -160,19 +174,25 @@ class GRMReward(RewardFunction):
                 pending.append(cached.model_copy(update={"cached": True, "prompt_tokens": 0,
                                                          "completion_tokens": 0, "metadata": request.metadata}))
                 continue
-            future = state.inflight.get(key)
-            if future is None:
-                future = asyncio.ensure_future(self._judge(request, key, state.backend))
-                state.inflight[key] = future
-                future.add_done_callback(lambda _f, key=key: state.inflight.pop(key, None))
-            pending.append(future)
-        outcomes = await asyncio.gather(
-            *(asyncio.shield(p) for p in pending if isinstance(p, asyncio.Future)), return_exceptions=True
-        )
+            entry = state.inflight.get(key)
+            if entry is None:
+                entry = _Inflight(asyncio.ensure_future(self._judge(request, key, state.backend)))
+                state.inflight[key] = entry
+                entry.task.add_done_callback(lambda _t, key=key: state.inflight.pop(key, None))
+            entry.waiters += 1
+            pending.append(entry)
+        shared = [p for p in pending if isinstance(p, _Inflight)]
+        try:
+            outcomes = await asyncio.gather(*(asyncio.shield(e.task) for e in shared), return_exceptions=True)
+        finally:  # a cancelled caller stops the judging nobody else is waiting for
+            for entry in shared:
+                entry.waiters -= 1
+                if entry.waiters == 0 and not entry.task.done():
+                    entry.task.cancel()
         results: list[ScoreResult] = []
         outcome_iter = iter(outcomes)
         for request, item in zip(reqs, pending):
-            outcome = next(outcome_iter) if isinstance(item, asyncio.Future) else item
+            outcome = next(outcome_iter) if isinstance(item, _Inflight) else item
             if isinstance(outcome, BaseException):
                 raise outcome
             if outcome.metadata is not request.metadata:

@@ -234,3 +234,17 @@ def test_voting_over_8_samples_beats_one_sample_on_the_simulated_judge():
         eight = voting_accuracy(judge.base_url, k=8)
     assert 0.55 <= one <= 0.75, f"simulated judge not calibrated to ~65% at k=1: {one}"
     assert eight >= 0.80, f"k=8 voting picked the better response only {eight:.0%} of the time"
+
+
+async def test_cancelling_a_score_call_cancels_its_engine_requests(sim_judge, caplog):
+    sim_judge.settings.delay_s = 0.5
+    reward = reward_for(sim_judge, k=1)
+    task = asyncio.ensure_future(reward.ascore([pair(prompt=f"q{i}") for i in range(3)]))
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await reward.aclose()
+    await asyncio.sleep(0.8)
+    assert "retrying" not in caplog.text
+    assert sim_judge.stats()["requests"] == 3
