@@ -195,7 +195,7 @@ class GRMReward(RewardFunction):
             outcome = next(outcome_iter) if isinstance(item, _Inflight) else item
             if isinstance(outcome, BaseException):
                 raise outcome
-            if outcome.metadata is not request.metadata:
+            if outcome.metadata != request.metadata:
                 outcome = outcome.model_copy(update={"metadata": request.metadata})
             results.append(outcome)
         return results

@@ -20,11 +20,11 @@ _SEPARATOR = re.compile(r"[\s,;]+")
 _LABEL = r"^[ \t]*(?:[*#_]+[ \t]*)?{name}[ \t]*(?:[*_]+)?:(?:\*\*|__)?[ \t]*"
 _PRINCIPLES_LABEL = re.compile(_LABEL.format(name=r"specific[ \t]+criteria"), re.IGNORECASE | re.MULTILINE)
 _ANALYSIS_LABEL = re.compile(_LABEL.format(name=r"analysis"), re.IGNORECASE | re.MULTILINE)
-_SCORES_LABEL = re.compile(r"(?:[*#_]+[ \t]*)?(?:final[ \t]+)?scores?[ \t]*(?:[*_]+[ \t]*)?:?[ \t]*(?:[*_]+)?[ \t]*$",
-                           re.IGNORECASE)
+_SCORE_LABELS = ("final scores", "final score", "scores", "score")
 _TAG_PRINCIPLES = re.compile(r"<specific_criteria>(.*?)</specific_criteria>", re.DOTALL | re.IGNORECASE)
 _TAG_ANALYSIS = re.compile(r"<analysis>(.*?)</analysis>", re.DOTALL | re.IGNORECASE)
 _MAX_DIGITS = 6
+_LABEL_WINDOW = 16
 
 
 class ParsedJudgement(NamedTuple):
@@ -58,6 +58,16 @@ def _read_scores(block: str, n_responses: int, score_range: tuple[int, int]) -> 
         if not lo <= value <= hi:
             raise ParseError(f"score {position} is {value}, outside the range {lo}..{hi}")
     return scores
+
+
+def _strip_scores_label(head: str) -> str:
+    """Drop a ``Scores:`` / ``**Final Scores:**`` label right before the scores block (cheap: no regex scan)."""
+    trimmed = head.rstrip(" \t*_:")
+    tail = trimmed[-_LABEL_WINDOW:].lower()
+    for label in _SCORE_LABELS:
+        if tail.endswith(label):
+            return trimmed[:len(trimmed) - len(label)].rstrip(" \t*_#")
+    return head
 
 
 def _split_sections(head: str) -> tuple[str, str]:
@@ -114,8 +124,5 @@ def parse_judgement(text: str, n_responses: int, score_range: tuple[int, int] = 
         principles = tagged_principles.group(1).strip() if tagged_principles else ""
         critique = tagged_analysis.group(1).strip() if tagged_analysis else ""
         return ParsedJudgement(principles, critique, scores)
-    label = _SCORES_LABEL.search(head)
-    if label:
-        head = head[:label.start()]
-    principles, critique = _split_sections(head)
+    principles, critique = _split_sections(_strip_scores_label(head))
     return ParsedJudgement(principles, critique, scores)
