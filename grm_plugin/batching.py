@@ -10,6 +10,10 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
+from pydantic import ValidationError
+
+from .config import format_validation_error
+from .errors import InvalidRequestError
 from .types import ScoreRequest
 
 
@@ -52,7 +56,7 @@ def column(kwargs: dict[str, Any], name: str, n: int) -> list[Any] | None:
     if values is None:
         return None
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) != n:
-        raise ValueError(f"keyword {name!r} must be a list with one entry per prompt ({n}), got "
+        raise InvalidRequestError(f"keyword {name!r} must be a list with one entry per prompt ({n}), got "
                          f"{type(values).__name__}" + (f" of length {len(values)}" if hasattr(values, '__len__') else ""))
     return [v if v not in ("", None) else None for v in values]
 
@@ -74,7 +78,7 @@ def rows_to_requests(
         ([2, 1], RowSlot(request=0, response=1))
     """
     if len(prompts) != len(completions):
-        raise ValueError(f"got {len(prompts)} prompts but {len(completions)} completions; expected one completion "
+        raise InvalidRequestError(f"got {len(prompts)} prompts but {len(completions)} completions; expected one completion "
                          "per prompt")
     n = len(prompts)
     references = list(references) if references is not None else [None] * n
@@ -98,8 +102,8 @@ def rows_to_requests(
                     reference=references[first],
                     principles=principles[first],
                 )
-            except Exception as exc:
-                raise ValueError(f"row {first}: {exc}") from exc
+            except ValidationError as exc:
+                raise InvalidRequestError(format_validation_error(exc, f"row {first}")) from None
             for position, row in enumerate(chunk):
                 slots[row] = RowSlot(len(requests), position)
             requests.append(request)

@@ -44,9 +44,9 @@ class GRMConfig(BaseSettings):
     retry_backoff_max: float = Field(20.0, ge=0, description="Upper bound on one retry delay, seconds.")
     use_n: bool = Field(True, description="Ask for all samples of a prompt in one request with n=...; off for APIs "
                                           "that reject n>1 (then one request per sample).")
-    structured_output: Literal["off", "vllm", "vllm-legacy", "sglang"] = Field(
-        "off", description="Constrain the scores line with a regex: 'vllm' (structured_outputs), 'vllm-legacy' "
-                           "(guided_regex, vLLM < 0.10), 'sglang' (regex).")
+    structured_output: Literal["off", "on", "vllm", "vllm-legacy", "sglang"] = Field(
+        "off", description="Guarantee a well-formed scores line. Over HTTP it is a regex: 'on'/'vllm' "
+                           "(structured_outputs), 'vllm-legacy' (guided_regex, vLLM < 0.10), 'sglang' (regex).")
     extra_body: dict[str, Any] = Field(default_factory=dict,
                                        description="Extra JSON merged into every chat-completions request body.")
 
@@ -137,6 +137,13 @@ class GRMConfig(BaseSettings):
             from_env = cls()
             env_values = {name: getattr(from_env, name) for name in from_env.model_fields_set}
             return cls(**{**file_values, **env_values, **overrides})
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, "GRM configuration")) from None
+
+    def replace(self, **overrides: Any) -> "GRMConfig":
+        """A copy with some fields changed (validated; the environment is not consulted again)."""
+        try:
+            return type(self)(**{**self.model_dump(), **overrides})
         except ValidationError as exc:
             raise ConfigError(format_validation_error(exc, "GRM configuration")) from None
 

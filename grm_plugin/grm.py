@@ -17,13 +17,13 @@ from typing import Any, Sequence
 
 from pydantic import ValidationError
 
-from .backends import Backend, Completion, SamplingParams, make_backend
+from .backends import Backend, Completion, SamplingParams, ScoresConstraint, make_backend
 from .cache import LRUCache
 from .config import GRMConfig, format_validation_error
 from .errors import InvalidRequestError, NoValidJudgementError, ParseError
 from .parsing import parse_judgement
 from .reward import RewardFunction
-from .templates import Template, build_judge_messages, get_template, scores_regex
+from .templates import SCORE_LINES, Template, build_judge_messages, get_template
 from .types import Judgement, ScoreRequest, ScoreResult
 from .voting import draw_orders, pick_best, scale_rewards, unshuffle, vote_sum
 
@@ -43,6 +43,15 @@ def coerce_requests(requests: Sequence[ScoreRequest | dict[str, Any]]) -> list[S
         except ValidationError as exc:
             raise InvalidRequestError(format_validation_error(exc, f"request {i}")) from None
     return out
+
+
+@dataclass(frozen=True)
+class EnginePrompt:
+    """One engine request of a judged request: the responses shown in ``order``, ``n`` samples of ``messages``."""
+
+    order: list[int]
+    n: int
+    messages: list[dict[str, str]]
 
 
 @dataclass
@@ -86,7 +95,7 @@ class GRMReward(RewardFunction):
         if config is None:
             config = GRMConfig.load(config_file, **overrides)
         elif overrides:
-            config = GRMConfig.load(None, **{**config.model_dump(exclude_unset=True), **overrides})
+            config = config.replace(**{k: v for k, v in overrides.items() if v is not None})
         self.config = config
         self.template: Template = get_template(config.template)
         if backend is None:
@@ -153,8 +162,9 @@ class GRMReward(RewardFunction):
         run_sync(self.aclose())
 
     # -- scoring -----------------------------------------------------------------------------------------------
-    def _key(self, request: ScoreRequest) -> str:
-        return hashlib.blake2b(f"{self._config_key}|{request.fingerprint()}".encode(), digest_size=16).hexdigest()
+    def _key(self, fingerprint: str) -> str:
+        """The cache key: the request's content and every setting that changes what the judge returns."""
+        return hashlib.blake2b(f"{self._config_key}|{fingerprint}".encode(), digest_size=16).hexdigest()
 
     async def ascore(self, requests: Sequence[ScoreRequest | dict[str, Any]]) -> list[ScoreResult]:
         """Judge every request (k samples each, voted); identical requests are judged once.
@@ -168,7 +178,8 @@ class GRMReward(RewardFunction):
         state = self._state()
         pending: list[_Inflight | ScoreResult] = []
         for request in reqs:
-            key = self._key(request)
+            fingerprint = request.fingerprint()
+            key = self._key(fingerprint)
             cached = self.cache.get(key)
             if cached is not None:
                 pending.append(cached.model_copy(update={"cached": True, "prompt_tokens": 0,
@@ -176,7 +187,7 @@ class GRMReward(RewardFunction):
                 continue
             entry = state.inflight.get(key)
             if entry is None:
-                entry = _Inflight(asyncio.ensure_future(self._judge(request, key, state.backend)))
+                entry = _Inflight(asyncio.ensure_future(self._judge(request, fingerprint, key, state.backend)))
                 state.inflight[key] = entry
                 entry.task.add_done_callback(lambda _t, key=key: state.inflight.pop(key, None))
             entry.waiters += 1
@@ -202,28 +213,36 @@ class GRMReward(RewardFunction):
 
     def _sampling(self, n_responses: int) -> SamplingParams:
         c = self.config
-        extra: dict[str, Any] = {}
+        constraint = None
         if c.structured_output != "off":
-            regex = scores_regex(n_responses, c.score_range, self.template.score_format)
-            extra = {"vllm": {"structured_outputs": {"regex": regex}},
-                     "vllm-legacy": {"guided_regex": regex},
-                     "sglang": {"regex": regex}}[c.structured_output]
+            prefix, separator, suffix = SCORE_LINES[self.template.score_format]
+            constraint = ScoresConstraint(n_responses, c.score_range[0], c.score_range[1], prefix, separator, suffix)
         return SamplingParams(temperature=c.sampling_temperature, top_p=c.top_p, max_tokens=c.max_tokens,
-                              extra_body=extra)
+                              constraint=constraint)
 
-    async def _judge(self, request: ScoreRequest, key: str, backend: Backend) -> ScoreResult:
+    def plan(self, request: ScoreRequest) -> list[EnginePrompt]:
+        """The engine requests judging ``request`` costs: one judge prompt per distinct presentation order, with n =
+        the number of the k samples that drew that order. Deterministic for a given ``seed`` and request."""
+        return self._plan(request, self._rng(request.fingerprint()))
+
+    def _rng(self, fingerprint: str) -> random.Random:
+        return random.Random(f"{self.config.seed}:{fingerprint}")  # same request, same shuffles, on any server
+
+    def _plan(self, request: ScoreRequest, rng: random.Random) -> list[EnginePrompt]:
         c = self.config
-        rng = random.Random(f"{c.seed}:{key}")
-        orders = draw_orders(request.n_responses, c.k, rng, shuffle=c.shuffle)
-        shown = Counter(tuple(order) for order in orders)  # samples sharing an order share one engine request
+        shown = Counter(tuple(order) for order in draw_orders(request.n_responses, c.k, rng, shuffle=c.shuffle))
+        return [EnginePrompt(list(order), count,
+                             build_judge_messages(request, order, self.template, c.score_range))
+                for order, count in shown.items()]
+
+    async def _judge(self, request: ScoreRequest, fingerprint: str, key: str, backend: Backend) -> ScoreResult:
+        rng = self._rng(fingerprint)
+        prompts = self._plan(request, rng)
         sampling = self._sampling(request.n_responses)
-        batches = await asyncio.gather(*(
-            backend.generate([build_judge_messages(request, order, self.template, c.score_range)], count, sampling)
-            for order, count in shown.items()
-        ))
+        batches = await asyncio.gather(*(backend.generate([p.messages], p.n, sampling) for p in prompts))
         judgements = [
-            self._read(completion, list(order), request.n_responses)
-            for order, batch in zip(shown, batches)
+            self._read(completion, p.order, request.n_responses)
+            for p, batch in zip(prompts, batches)
             for completion in batch[0]
         ]
         result = self._aggregate(request, judgements, rng)

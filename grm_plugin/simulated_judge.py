@@ -263,10 +263,10 @@ class SimulatedJudge:
         self.stop()
 
 
-def spawn(port: int, **settings: Any) -> subprocess.Popen:
+def spawn(port: int, keep_alive_s: float = 5.0, **settings: Any) -> subprocess.Popen:
     """Start the simulated judge as a separate process (for benchmarks: it then has its own interpreter)."""
     args = [sys.executable, "-m", "grm_plugin.simulated_judge", "--port", str(port),
-            "--settings", json.dumps(settings)]
+            "--keep-alive", str(keep_alive_s), "--settings", json.dumps(settings)]
     return subprocess.Popen(args)
 
 
@@ -275,11 +275,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8123)
     parser.add_argument("--noise", type=float, default=1.0)
+    parser.add_argument("--keep-alive", type=float, default=5.0, help="seconds an idle connection is kept open")
     parser.add_argument("--settings", default="{}", help="JSON of further JudgeSettings fields")
     args = parser.parse_args(argv)
     settings = {"noise": args.noise, **json.loads(args.settings)}
     uvicorn.run(build_app(JudgeSettings(**settings)), host=args.host, port=args.port, log_level="warning",
-                access_log=False)
+                access_log=False, timeout_keep_alive=args.keep_alive)
 
 
 if __name__ == "__main__":

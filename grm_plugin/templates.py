@@ -17,6 +17,12 @@ from .errors import ConfigError
 from .types import Message, Prompt, Response, ScoreRequest
 
 ScoreFormat = Literal["boxed", "brackets", "tagged"]
+# How each format writes its scores line: (prefix, separator, suffix), as render_judgement writes it.
+SCORE_LINES: dict[str, tuple[str, str, str]] = {
+    "boxed": ("Scores: \\boxed{", ", ", "}"),
+    "brackets": ("Final Scores: [[", ", ", "]]"),
+    "tagged": ("<scores>\\boxed{", ", ", "}</scores>"),
+}
 _PLACEHOLDERS = {
     "n_responses",
     "score_min",
@@ -215,26 +221,8 @@ def render_judgement(principles: str, critique: str, scores: Sequence[int], scor
         >>> render_judgement("Correctness (100%)", "Response 1 is right.", [8, 3])
         'Specific Criteria: Correctness (100%)\\nAnalysis: Response 1 is right.\\nScores: \\\\boxed{8, 3}'
     """
-    joined = ", ".join(str(s) for s in scores)
+    prefix, separator, suffix = SCORE_LINES[score_format]
+    line = prefix + separator.join(str(s) for s in scores) + suffix
     if score_format == "tagged":
-        return (f"<specific_criteria>{principles}</specific_criteria>\n<analysis>{critique}</analysis>\n"
-                f"<scores>\\boxed{{{joined}}}</scores>")
-    if score_format == "brackets":
-        return f"Specific Criteria: {principles}\nAnalysis: {critique}\nFinal Scores: [[{joined}]]"
-    return f"Specific Criteria: {principles}\nAnalysis: {critique}\nScores: \\boxed{{{joined}}}"
-
-
-def scores_regex(n: int, score_range: tuple[int, int], score_format: ScoreFormat) -> str:
-    """A regular expression for the whole judge output that forces a well-formed scores line at its end
-    (for vLLM/SGLang structured output). The free text before it is unconstrained."""
-    lo, hi = score_range
-    alternatives = "|".join(str(v) for v in range(hi, lo - 1, -1))  # longest first: '10' before '1'
-    number = f"({alternatives})"
-    body = ", ".join([number] * n)
-    if score_format == "tagged":
-        tail = f"<scores>\\\\boxed\\{{{body}\\}}</scores>"
-    elif score_format == "brackets":
-        tail = f"Final Scores: \\[\\[{body}\\]\\]"
-    else:
-        tail = f"Scores: \\\\boxed\\{{{body}\\}}"
-    return f"[\\s\\S]*{tail}"
+        return f"<specific_criteria>{principles}</specific_criteria>\n<analysis>{critique}</analysis>\n{line}"
+    return f"Specific Criteria: {principles}\nAnalysis: {critique}\n{line}"

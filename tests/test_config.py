@@ -86,3 +86,12 @@ def test_keyword_overrides_on_top_of_a_config_object():
     base = GRMConfig(base_url="http://x/v1", k=2)
     reward = GRMReward(base, k=6)
     assert (reward.config.k, reward.config.base_url) == (6, "http://x/v1")
+
+
+def test_a_config_object_is_not_changed_by_the_environment(monkeypatch):
+    base = GRMConfig(base_url="http://x/v1", k=2)
+    monkeypatch.setenv("GRM_MAX_TOKENS", "7")
+    reward = GRMReward(base, k=3)
+    assert (reward.config.k, reward.config.max_tokens) == (3, 2048)
+    with pytest.raises(ConfigError, match="^invalid GRM configuration: k"):
+        GRMReward(base, k=-1)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import re
 import pytest
 
 from grm_plugin import BackendError, GRMReward, InvalidRequestError, NoValidJudgementError, ScoreRequest
@@ -171,9 +172,14 @@ def test_conversational_rows_and_reference_column_reach_the_judge(sim_judge):
 
 
 def test_structured_output_sends_a_scores_regex(sim_judge):
-    reward_for(sim_judge, k=1, structured_output="vllm").score([pair()])
+    reward_for(sim_judge, k=1, structured_output="on").score([pair()])
     [body] = sim_judge.state.bodies
-    assert body["structured_outputs"]["regex"].endswith("\\}")
+    regex = body["structured_outputs"]["regex"]
+    assert re.fullmatch(regex, body and "Analysis: fine\nScores: \\boxed{10, 2}")
+    assert not re.fullmatch(regex, "Analysis: fine\nScores: \\boxed{10}")
+    sim_judge.reset()
+    reward_for(sim_judge, k=1, structured_output="vllm-legacy", cache_size=0).score([pair()])
+    assert "guided_regex" in sim_judge.state.bodies[0]
     sim_judge.reset()
     reward_for(sim_judge, k=1, structured_output="sglang", cache_size=0).score([pair()])
     assert "regex" in sim_judge.state.bodies[0]
@@ -248,3 +254,14 @@ async def test_cancelling_a_score_call_cancels_its_engine_requests(sim_judge, ca
     await asyncio.sleep(0.8)
     assert "retrying" not in caplog.text
     assert sim_judge.stats()["requests"] == 3
+
+
+def test_bad_rows_name_the_row_and_field(sim_judge):
+    reward = reward_for(sim_judge)
+    with pytest.raises(InvalidRequestError, match="got 2 prompts but 1 completions"):
+        reward(["a", "b"], ["x"])
+    with pytest.raises(InvalidRequestError, match="keyword 'reference' must be a list with one entry per prompt"):
+        reward(["a"], ["x"], reference=["r1", "r2"])
+    with pytest.raises(InvalidRequestError, match="^invalid row 1: prompt"):
+        reward(["a", []], ["x", "y"])
+    assert sim_judge.stats()["requests"] == 0

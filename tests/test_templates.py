@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from grm_plugin import ConfigError, ScoreRequest
-from grm_plugin.templates import BUILTIN_TEMPLATES, build_judge_messages, get_template, scores_regex
+from grm_plugin.backends import ScoresConstraint
+from grm_plugin.templates import BUILTIN_TEMPLATES, SCORE_LINES, build_judge_messages, get_template, render_judgement
 
 AGENT_PROMPT = [
     {"role": "system", "content": "You are a travel assistant."},
@@ -99,10 +100,11 @@ def test_user_template_errors_name_the_problem(tmp_path):
         get_template({"system": "x"})
 
 
-def test_scores_regex_accepts_exactly_n_scores_in_range():
+@pytest.mark.parametrize("score_format", ["boxed", "brackets", "tagged"])
+def test_scores_constraint_regex_accepts_exactly_n_scores_in_range(score_format):
     import re
 
-    pattern = re.compile(scores_regex(2, (1, 10), "boxed"))
-    assert pattern.fullmatch("Specific Criteria: x\nAnalysis: y\nScores: \\boxed{10, 1}")
-    assert not pattern.fullmatch("Scores: \\boxed{11, 1}")
-    assert not pattern.fullmatch("Scores: \\boxed{7}")
+    pattern = re.compile(ScoresConstraint(2, 1, 10, *SCORE_LINES[score_format]).regex())
+    assert pattern.fullmatch(render_judgement("p", "c", [10, 1], score_format))
+    assert not pattern.fullmatch(render_judgement("p", "c", [11, 1], score_format))
+    assert not pattern.fullmatch(render_judgement("p", "c", [7], score_format))

@@ -6,10 +6,43 @@ prompt, in order) and ``async aclose()``. ``make_backend(config)`` builds the on
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 ChatMessages = Sequence[dict[str, Any]]
+
+
+def _escape(text: str) -> str:
+    """Escape regex metacharacters only (spaces stay plain: vLLM's and SGLang's regex dialects differ on ``\\ ``)."""
+    return re.sub(r"([.^$*+?{}\[\]\\|()])", r"\\\1", text)
+
+
+@dataclass(frozen=True)
+class ScoresConstraint:
+    """Guaranteed format for the end of a completion: after free text, ``prefix`` then exactly ``count`` integers
+    in ``low..high`` joined by ``separator``, then ``suffix``, then the end. Engines enforce it their own way (a
+    regex for vLLM/SGLang, a logits processor for local models); they need not know what the numbers mean.
+
+    Example:
+        >>> print(ScoresConstraint(2, 1, 3).tail_regex())
+        Scores: \\\\boxed\\{(3|2|1), (3|2|1)\\}
+    """
+
+    count: int
+    low: int
+    high: int
+    prefix: str = "Scores: \\boxed{"
+    separator: str = ", "
+    suffix: str = "}"
+
+    def tail_regex(self) -> str:
+        number = "(" + "|".join(str(v) for v in range(self.high, self.low - 1, -1)) + ")"  # longest first
+        return _escape(self.prefix) + _escape(self.separator).join([number] * self.count) + _escape(self.suffix)
+
+    def regex(self) -> str:
+        """A regex for the whole completion: any text, then the constrained tail."""
+        return "[\\s\\S]*" + self.tail_regex()
 
 
 @dataclass(frozen=True)
@@ -18,6 +51,7 @@ class SamplingParams:
     top_p: float = 1.0
     max_tokens: int = 2048
     extra_body: dict[str, Any] = field(default_factory=dict)
+    constraint: ScoresConstraint | None = None
 
 
 @dataclass(frozen=True)
@@ -50,4 +84,4 @@ def make_backend(config: "GRMConfig") -> Backend:  # noqa: F821 - imported lazil
     raise ValueError(f"unknown engine {engine!r}")  # pragma: no cover - the config's Literal prevents it
 
 
-__all__ = ["Backend", "ChatMessages", "Completion", "SamplingParams", "make_backend"]
+__all__ = ["Backend", "ChatMessages", "Completion", "SamplingParams", "ScoresConstraint", "make_backend"]
