@@ -3,16 +3,18 @@
 Two measurements:
 
 1. **Network path.** The simulated judge (``grm_plugin.simulated_judge``) runs as a *separate process*, so it does
-   not share the client's interpreter. N ScoreRequests (a short prompt, 2 responses with hidden quality) are scored
+   not share the client's interpreter (see ``start_judge`` for why it is started with a long keep-alive). N ScoreRequests (a short prompt, 2 responses with hidden quality) are scored
    with ``GRMReward(k=8, max_concurrency=64, cache_size=0).ascore(requests)``. The *same HTTP requests* are then
    sent by a bare ``openai.AsyncOpenAI`` loop at the same concurrency (``asyncio.Semaphore``): for every
-   ScoreRequest the presentation orders are drawn exactly as ``GRMReward._judge`` draws them (seeded
-   ``random.Random(f"{seed}:{key}")``, ``draw_orders``, identical orders grouped with ``Counter``, one request with
-   ``n=count`` per distinct order, prompts from ``build_judge_messages``), all precomputed outside the timed region.
-   The bare loop only sends and collects the choices' text. Rounds alternate (GRM, bare, bare, GRM, ...); the
-   medians and their ratio GRM/bare are reported (target <= 1.05). The judge's ``/stats`` request counts are
-   checked to be equal on both sides and equal to the plan, and a small untimed pass against an in-thread judge
-   checks that both sides send byte-for-byte the same request bodies.
+   ScoreRequest the engine requests come from ``GRMReward.plan`` (the seeded per-sample orders, grouped, one request
+   with ``n=count`` per distinct order, prompts from ``build_judge_messages``), all precomputed outside the timed
+   region.
+   The bare loop only sends and collects the choices' text. A third side (``--httpx-baseline``, on by default)
+   sends the same bodies with a bare ``httpx2.AsyncClient`` configured like GRMReward's engine, so GRMReward's own
+   code can be told apart from its HTTP stack. Rounds alternate (GRM, bare, httpx, then the reverse, ...); medians,
+   the ratio GRM/bare (target <= 1.05) and the client's CPU per HTTP request are reported. The judge's ``/stats``
+   request counts are checked to be equal on every side and equal to the plan, and a small untimed pass against
+   an in-thread judge checks that every side sends the same request bodies (compared as canonical JSON).
 
 2. **CPU per request, no network** (``time.process_time``), three nested scopes:
    ``core``  - what GRMReward does per request besides the network: draw orders and group them,
@@ -52,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 
-import httpx
+import httpx2
 import openai
 
 from grm_plugin import simulated_judge
@@ -86,7 +88,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=True,
                         help="shuffle responses per sample (default on); off sends one request with n=k each")
     parser.add_argument("--httpx-baseline", action=argparse.BooleanOptionalAction, default=True,
-                        help="also time a bare httpx loop, GRMReward's own transport (default on)")
+                        help="also time a bare httpx2 loop, GRMReward's own transport (default on)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT})")
     return parser.parse_args(argv)
 
@@ -127,30 +129,20 @@ class EngineCall:
     order: tuple[int, ...]
 
 
-def planned_orders(reward: GRMReward, request: ScoreRequest) -> tuple[random.Random, Counter[tuple[int, ...]]]:
-    """The orders GRMReward._judge draws for ``request``, grouped; also returns the rng (it goes on to pick_best)."""
-    c = reward.config
-    rng = random.Random(f"{c.seed}:{reward._key(request)}")
-    orders = draw_orders(request.n_responses, c.k, rng, shuffle=c.shuffle)
-    return rng, Counter(tuple(order) for order in orders)
+def planned_orders(reward: GRMReward, request: ScoreRequest) -> Counter[tuple[int, ...]]:
+    """The orders GRMReward draws for ``request`` (its own ``plan``), grouped: order -> samples."""
+    return Counter({tuple(p.order): p.n for p in reward.plan(request)})
 
 
 def plan_calls(reward: GRMReward, requests: Sequence[ScoreRequest]) -> list[EngineCall]:
-    """Every engine request GRMReward makes for ``requests``, in GRMReward's own order."""
-    c = reward.config
-    calls = []
-    for request in requests:
-        _, shown = planned_orders(reward, request)
-        for order, count in shown.items():
-            calls.append(EngineCall(build_judge_messages(request, order, reward.template, c.score_range), count,
-                                    order))
-    return calls
+    """Every engine request GRMReward makes for ``requests``, in GRMReward's own order (``GRMReward.plan``)."""
+    return [EngineCall(p.messages, p.n, tuple(p.order)) for request in requests for p in reward.plan(request)]
 
 
 def check_plan_matches(reward: GRMReward, requests: Sequence[ScoreRequest], results: Sequence[Any]) -> None:
     """The orders GRMReward actually showed (kept on each Judgement) must be the ones the plan reproduces."""
     for i, (request, result) in enumerate(zip(requests, results)):
-        _, shown = planned_orders(reward, request)
+        shown = planned_orders(reward, request)
         actual = Counter(tuple(j.order) for j in result.judgements)
         if actual != shown:
             raise SystemExit(f"request {i}: GRMReward showed orders {dict(actual)}, the plan has {dict(shown)}")
@@ -178,16 +170,19 @@ def free_port() -> int:
 
 
 def start_judge(port: int, timeout_s: float = 30.0) -> subprocess.Popen:
-    """Spawn the simulated judge and wait until ``GET /v1/models`` answers."""
-    proc = simulated_judge.spawn(port, noise=1.0)
+    """Spawn the simulated judge and wait until ``GET /v1/models`` answers.
+
+    Its server-side keep-alive is long (3600 s) so that no client's idle connection is closed by the server at the
+    moment the client reuses it (uvicorn's default of 5 s equals httpx2's own idle expiry)."""
+    proc = simulated_judge.spawn(port, keep_alive_s=3600, noise=1.0)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"the simulated judge exited with status {proc.returncode}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1.0).status_code == 200:
+            if httpx2.get(f"http://127.0.0.1:{port}/v1/models", timeout=1.0).status_code == 200:
                 return proc
-        except httpx.TransportError:
+        except httpx2.TransportError:
             pass
         time.sleep(0.05)
     proc.terminate()
@@ -203,7 +198,7 @@ def stop_judge(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-async def judge_stats(admin: httpx.AsyncClient, reset: bool = False) -> dict[str, Any]:
+async def judge_stats(admin: httpx2.AsyncClient, reset: bool = False) -> dict[str, Any]:
     """The judge's counters (``/stats``); with ``reset`` they are zeroed first."""
     if reset:
         (await admin.post("/control", json={"reset_stats": True})).raise_for_status()
@@ -245,17 +240,17 @@ def request_body(call: EngineCall, sampling: SamplingParams) -> dict[str, Any]:
     return body
 
 
-def make_httpx_client(base_url: str, concurrency: int) -> httpx.AsyncClient:
-    """An httpx client configured like OpenAIBackend's (same pool limits, same header)."""
-    return httpx.AsyncClient(base_url=base_url, headers={"Authorization": "Bearer EMPTY"},
-                             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-                             timeout=httpx.Timeout(300.0, connect=10.0))
+def make_httpx_client(base_url: str, concurrency: int) -> httpx2.AsyncClient:
+    """An httpx2 client configured like OpenAIBackend's (same pool limits, same header)."""
+    return httpx2.AsyncClient(base_url=base_url, headers={"Authorization": "Bearer EMPTY"},
+                             limits=httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+                             timeout=httpx2.Timeout(300.0, connect=10.0))
 
 
-async def run_bare_httpx(client: httpx.AsyncClient, bodies: Sequence[dict[str, Any]],
+async def run_bare_httpx(client: httpx2.AsyncClient, bodies: Sequence[dict[str, Any]],
                          concurrency: int) -> list[list[str]]:
-    """The same engine requests over plain httpx, GRMReward's own transport; separates GRMReward's own code from
-    the difference between the openai client's HTTP stack and httpx. Collects the choices' text."""
+    """The same engine requests over plain httpx2, GRMReward's own transport; separates GRMReward's own code from
+    the difference between the openai client's HTTP stack and httpx2. Collects the choices' text."""
     semaphore = asyncio.Semaphore(concurrency)
 
     async def one(body: dict[str, Any]) -> list[str]:
@@ -265,6 +260,7 @@ async def run_bare_httpx(client: httpx.AsyncClient, bodies: Sequence[dict[str, A
         return [choice["message"]["content"] or "" for choice in response.json()["choices"]]
 
     return await asyncio.gather(*(one(body) for body in bodies))
+
 
 
 @dataclass
@@ -277,7 +273,7 @@ class Run:
     max_inflight: int
 
 
-async def timed(side: str, admin: httpx.AsyncClient, body: Callable[[], Awaitable[Any]]) -> Run:
+async def timed(side: str, admin: httpx2.AsyncClient, body: Callable[[], Awaitable[Any]]) -> Run:
     """Run ``body`` once with fresh judge counters; wall and client CPU time around it only."""
     await judge_stats(admin, reset=True)
     gc.collect()
@@ -288,7 +284,7 @@ async def timed(side: str, admin: httpx.AsyncClient, body: Callable[[], Awaitabl
     return Run(side, wall, cpu, stats["requests"], stats["completions"], stats["max_inflight"])
 
 
-def side_runners(reward: GRMReward, openai_client: openai.AsyncOpenAI, httpx_client: httpx.AsyncClient | None,
+def side_runners(reward: GRMReward, openai_client: openai.AsyncOpenAI, httpx_client: httpx2.AsyncClient | None,
                  requests: list[ScoreRequest], args: argparse.Namespace) -> dict[str, Callable[[], Awaitable[Any]]]:
     """One zero-argument coroutine function per side; everything the bare sides send is precomputed here."""
     sampling = reward._sampling(N_RESPONSES)
@@ -310,7 +306,7 @@ async def network_benchmark(base_url: str, args: argparse.Namespace, requests: l
     planned = (len(calls), sum(call.n for call in calls))
     openai_client = openai.AsyncOpenAI(base_url=base_url, api_key="EMPTY", max_retries=0)
     httpx_client = make_httpx_client(base_url, args.concurrency) if args.httpx_baseline else None
-    admin = httpx.AsyncClient(base_url=base_url.removesuffix("/v1"))
+    admin = httpx2.AsyncClient(base_url=base_url.removesuffix("/v1"))
     try:
         # Warm-up (untimed): open connections, import lazily loaded modules; check the plan on GRMReward's output.
         warm = requests[: min(len(requests), 256)]
@@ -413,7 +409,6 @@ class CpuFixture:
 
     raw: dict[str, Any]
     request: ScoreRequest
-    key: str
     texts: dict[tuple[int, ...], list[str]]
 
 
@@ -421,26 +416,23 @@ def cpu_fixtures(reward: GRMReward, raws: list[dict[str, Any]], requests: list[S
     rng = random.Random(1)
     fixtures = []
     for raw, request in zip(raws, requests):
-        _, shown = planned_orders(reward, request)
+        shown = planned_orders(reward, request)
         texts = {order: [realistic_judgement([rng.randint(1, 10) for _ in order], reward.template.score_format)
                          for _ in range(reward.config.k)]
                  for order in shown}
-        fixtures.append(CpuFixture(raw, request, reward._key(request), texts))
+        fixtures.append(CpuFixture(raw, request, texts))
     return fixtures
 
 
-def core_pipeline(reward: GRMReward, request: ScoreRequest, key: str,
-                  texts: dict[tuple[int, ...], list[str]]) -> list[float]:
-    """GRMReward's per-request work besides the network, with plain functions (no models, no tasks)."""
+def core_pipeline(reward: GRMReward, request: ScoreRequest, texts: dict[tuple[int, ...], list[str]]) -> list[float]:
+    """GRMReward's per-request work besides the network: ``plan`` (shuffles + templating), parsing, voting."""
     c = reward.config
     n = request.n_responses
-    rng = random.Random(f"{c.seed}:{key}")
-    shown = Counter(tuple(order) for order in draw_orders(n, c.k, rng, shuffle=c.shuffle))
+    rng = random.Random(f"{c.seed}:{request.fingerprint()}")
     valid = []
-    for order, count in shown.items():
-        build_judge_messages(request, order, reward.template, c.score_range)
-        for text in texts[order][:count]:
-            valid.append(unshuffle(parse_judgement(text, n, c.score_range).scores, order))
+    for p in reward._plan(request, rng):
+        for text in texts[tuple(p.order)][:p.n]:
+            valid.append(unshuffle(parse_judgement(text, n, c.score_range).scores, p.order))
     votes = vote_sum(valid, n)
     rewards = scale_rewards(votes, len(valid), c.reward_scale, c.score_range)
     pick_best(votes, rng)
@@ -450,7 +442,7 @@ def core_pipeline(reward: GRMReward, request: ScoreRequest, key: str,
 def cpu_core(reward: GRMReward, fixtures: list[CpuFixture]) -> float:
     t0 = time.process_time()
     for f in fixtures:
-        core_pipeline(reward, f.request, f.key, f.texts)
+        core_pipeline(reward, f.request, f.texts)
     return time.process_time() - t0
 
 
@@ -458,7 +450,7 @@ def cpu_core_validated(reward: GRMReward, fixtures: list[CpuFixture]) -> float:
     t0 = time.process_time()
     for f in fixtures:
         request = ScoreRequest.model_validate(f.raw)
-        core_pipeline(reward, request, reward._key(request), f.texts)  # _key: fingerprint() + blake2b
+        core_pipeline(reward, request, f.texts)
     return time.process_time() - t0
 
 
@@ -493,6 +485,7 @@ def cpu_full_ascore(reward: GRMReward, fixtures: list[CpuFixture]) -> float:
 
 def cpu_benchmark(args: argparse.Namespace, raws: list[dict[str, Any]],
                   requests: list[ScoreRequest]) -> dict[str, Any]:
+    """CPU milliseconds per request of the three scopes (median of ``--cpu-repeats`` runs over all requests)."""
     reward = make_reward("http://127.0.0.1:9/v1", args)  # never contacted
     fixtures = cpu_fixtures(reward, raws, requests)
     stubbed = make_reward("http://127.0.0.1:9/v1", args, backend=StubEngine(reward, fixtures))
@@ -508,6 +501,7 @@ def cpu_benchmark(args: argparse.Namespace, raws: list[dict[str, Any]],
         gc.collect()
         samples = [1000 * measure() / len(fixtures) for _ in range(args.cpu_repeats)]
         out[name] = {"ms_per_request": round(statistics.median(samples), 4),
+                     "min_ms_per_request": round(min(samples), 4),
                      "samples_ms_per_request": [round(s, 4) for s in samples]}
     return out
 
@@ -524,7 +518,7 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "openai": openai.__version__,
-        "httpx": httpx.__version__,
+        "httpx2": httpx2.__version__,
         "settings": {"requests": args.requests, "k": args.k, "concurrency": args.concurrency, "rounds": args.rounds,
                      "cpu_repeats": args.cpu_repeats, "shuffle": args.shuffle,
                      "httpx_baseline": args.httpx_baseline, "responses_per_request": N_RESPONSES,
@@ -532,7 +526,7 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-SIDE_LABELS = {"grm": "GRMReward.ascore", "bare": "bare AsyncOpenAI", "httpx": "bare httpx (GRM's transport)"}
+SIDE_LABELS = {"grm": "GRMReward.ascore", "bare": "bare AsyncOpenAI", "httpx": "bare httpx2 (GRM's transport)"}
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -549,7 +543,7 @@ def print_report(report: dict[str, Any]) -> None:
     rows.append(("ratio GRM / bare AsyncOpenAI", f"{net['ratio_grm_over_bare']:.3f}",
                  f"target <= {TARGET_RATIO} ({ok(net['ratio_grm_over_bare'] <= TARGET_RATIO)})"))
     if "ratio_grm_over_httpx" in net:
-        rows.append(("ratio GRM / bare httpx", f"{net['ratio_grm_over_httpx']:.3f}", "(same transport)"))
+        rows.append(("ratio GRM / bare httpx2", f"{net['ratio_grm_over_httpx']:.3f}", "(same transport)"))
     rows += [(f"client CPU per HTTP request, {side}", f"{net[side]['client_cpu_ms_per_http_request']:.3f} ms", "")
              for side in sides]
     rows += [
@@ -567,7 +561,7 @@ def print_report(report: dict[str, Any]) -> None:
     rule = "-" * (width + 70)
     print(f"\nbench_core: {s['requests']} requests x {s['responses_per_request']} responses, k={s['k']}, "
           f"concurrency {s['concurrency']}, {s['rounds']} rounds, shuffle {'on' if s['shuffle'] else 'off'}; "
-          f"{env['cpu_count']} CPUs, Python {env['python']}, openai {env['openai']}, httpx {env['httpx']}")
+          f"{env['cpu_count']} CPUs, Python {env['python']}, openai {env['openai']}, httpx2 {env['httpx2']}")
     print(rule)
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:<26} {note}")
