@@ -8,6 +8,7 @@ import os
 import random
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 from typing import Any, Optional
 
@@ -114,18 +115,24 @@ def _line_output(number: int, line: InputLine, parts: list[tuple[list[int], Scor
     return out
 
 
-async def _score_all(reward: GRMReward, lines: list[tuple[int, InputLine]], progress: Any) -> list[dict[str, Any]]:
+Parts = list[tuple[list[int], ScoreResult]]  # the judged chunks of one input line: response indices and result
+
+
+async def _score_all(reward: GRMReward, lines: list[tuple[int, InputLine]], progress: Any
+                     ) -> list[tuple[dict[str, Any], Parts]]:
+    """Judge every line; per line its JSONL output and the results it was built from (for ``--table``)."""
     cfg = reward.config
     window = max(1, cfg.max_concurrency * 4)
 
-    async def one(number: int, line: InputLine) -> dict[str, Any]:
+    async def one(number: int, line: InputLine) -> tuple[dict[str, Any], Parts]:
         planned = _line_requests(line, cfg.mode, cfg.max_responses_per_call)
         results = await reward.ascore([req for _, req in planned])
         if progress is not None:
             progress.update(1)
-        return _line_output(number, line, [(chunk, res) for (chunk, _), res in zip(planned, results)], cfg.seed)
+        parts = [(chunk, res) for (chunk, _), res in zip(planned, results)]
+        return _line_output(number, line, parts, cfg.seed), parts
 
-    outputs: list[dict[str, Any]] = []
+    outputs: list[tuple[dict[str, Any], Parts]] = []
     try:
         for start in range(0, len(lines), window):
             tasks = [asyncio.ensure_future(one(n, line)) for n, line in lines[start:start + window]]
@@ -140,6 +147,122 @@ async def _score_all(reward: GRMReward, lines: list[tuple[int, InputLine]], prog
     finally:
         await reward.aclose()
     return outputs
+
+
+# --- the --table view ---------------------------------------------------------------------------------------------
+PROMPT_CHARS = 100
+RESPONSE_CHARS = 90
+CRITIQUE_CHARS = 600
+
+
+def _one_line(text: str, limit: int, ellipsis: str = "\u2026", encoding: str | None = None) -> str:
+    """``text`` on one line (whitespace collapsed), cut to ``limit`` characters with an ellipsis; characters the
+    output ``encoding`` (when given) cannot show become '?'."""
+    flat = " ".join(text.split())
+    if len(flat) > limit:
+        flat = flat[:max(0, limit - len(ellipsis))].rstrip() + ellipsis
+    return flat.encode(encoding, "replace").decode(encoding) if encoding else flat
+
+
+def _prompt_text(prompt: Any) -> str:
+    """A string prompt, or the last user turn of a chat prompt."""
+    if isinstance(prompt, str):
+        return prompt
+    users = [m for m in prompt if m.role == "user"]
+    return (users[-1] if users else prompt[-1]).text()
+
+
+def _response_text(response: Any) -> str:
+    """A string response, or an agent turn's messages: texts, tool calls as ``[calls name]``, tool results."""
+    if isinstance(response, str):
+        return response
+    pieces = []
+    for message in response:
+        text = message.text()
+        if message.role in ("tool", "function"):
+            pieces.append(f"[{message.name or 'tool'}: {text}]")
+            continue
+        if text:
+            pieces.append(text)
+        for call in message.tool_calls or []:
+            name = (call.get("function") or {}).get("name") or call.get("name") or "tool"
+            pieces.append(f"[calls {name}]")
+    return " ".join(pieces)
+
+
+def _first_valid_critique(parts: Parts) -> tuple[str, str] | None:
+    """The first valid judgement's critique, and how its slots ('Response 1', ...) map to the table's numbers."""
+    for chunk, result in parts:
+        for judgement in result.judgements:
+            if judgement.valid and judgement.critique.strip():
+                slots = [chunk[i] + 1 for i in judgement.order] if judgement.order else [i + 1 for i in chunk]
+                mapping = ""
+                if slots != list(range(1, len(slots) + 1)):
+                    mapping = ", ".join(f"Response {s} = #{n}" for s, n in enumerate(slots, start=1))
+                return judgement.critique, mapping
+    return None
+
+
+def print_table(scored: list[tuple[InputLine, dict[str, Any], Parts]], file: Any = None) -> None:
+    """Print one table per input line: its responses (numbered from 1 in input order), reward, votes, the best one,
+    and the first valid critique. Plain ASCII where the output encoding is not UTF-8."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    stream = file or sys.stdout
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    plain = not encoding.lower().replace("-", "").replace("_", "").startswith("utf")
+    ellipsis, star, dash = ("...", "*", "-") if plain else ("\u2026", "\u2605", "\u2014")
+
+    def cut(text: str, limit: int) -> str:
+        return _one_line(text, limit, ellipsis, encoding if plain else None)
+
+    console = Console(file=stream, highlight=False, emoji=False, soft_wrap=False, safe_box=plain)
+    for index, (line, out, parts) in enumerate(scored):
+        if index:
+            console.print()
+        title = Text(f"line {out['line']}", style="bold")
+        if line.id is not None:
+            ident = line.id if isinstance(line.id, str) else json.dumps(line.id, ensure_ascii=False)
+            title.append(f"  id {cut(ident, 40)}", style="bold")
+        room = console.width - len(title.plain) - 2
+        title.append(f"  {cut(_prompt_text(line.prompt), max(20, min(PROMPT_CHARS, room)))}")
+        console.print(title, no_wrap=True, overflow="ellipsis")
+        rows = []
+        for i, response in enumerate(line.responses):
+            reward, votes = out["rewards"][i], out["votes"][i]
+            rows.append((str(i + 1), _response_text(response), dash if reward is None else f"{reward:.2f}",
+                         dash if votes is None else str(votes), f"{star} best" if out["best"] == i else ""))
+        # The response column takes what the other columns leave of the console's width (3 columns of padding
+        # between columns) and is cut to one line with an ellipsis; the numbers are never cut.
+        headers = ("#", "response", "reward", "votes", "best")
+        widths = [max(len(headers[c]), *(len(r[c]) for r in rows)) for c in range(len(headers))]
+        room = console.width - 3 * (len(headers) - 1) - sum(widths) + widths[1]
+        response_chars = max(12, min(RESPONSE_CHARS, room))
+        table = Table(box=box.ASCII2 if plain else box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+        for header in headers:
+            table.add_column(header, justify="right" if header in ("#", "reward", "votes") else "left",
+                             no_wrap=True)
+        for i, (number, response, reward_text, votes_text, best) in enumerate(rows):
+            table.add_row(number, Text(cut(response, response_chars)), reward_text, votes_text,
+                          best, style="bold" if out["best"] == i else None)
+        console.print(table)
+        console.print(Text(f"{out['valid_samples']} of {out['samples']} judgements valid", style="dim"))
+        found = _first_valid_critique(parts)
+        if found is None:
+            errors = [j["error"] for j in out["judgements"] if j["error"]]
+            reason = f": {cut(errors[0], 200)}" if errors else ""
+            console.print(Text(f"no valid judgement{reason}", style="yellow"))
+            continue
+        critique, mapping = found
+        label = "critique" + (f" ({mapping})" if mapping else "") + ": "
+        wrapped = textwrap.fill(label + cut(critique, CRITIQUE_CHARS), width=max(20, console.width),
+                                initial_indent="  ", subsequent_indent="  ", break_on_hyphens=False)
+        body = Text(wrapped)
+        body.stylize("bold", 2, 2 + len("critique"))
+        console.print(body, soft_wrap=True)
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -174,8 +297,15 @@ def score(
     mode: Optional[str] = typer.Option(None, help="'group' (a line's responses judged together) or 'pointwise'."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML/JSON config file (GRMConfig fields)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    table: bool = typer.Option(False, "--table", "-t", help="Print a readable table per input line to stdout "
+                               "instead of JSONL: id and prompt, each response (truncated, numbered from 1), its "
+                               "reward and votes, the best one, and the first valid critique. With --output the "
+                               "JSONL is still written to the file."),
 ) -> None:
-    """Score JSONL requests: rewards, votes, principles and critiques per line, in input order."""
+    """Score JSONL requests: rewards, votes, principles and critiques per line, in input order.
+
+    Writes JSONL (one line per input line) to stdout or --output; --table prints a table for people to read instead.
+    """
     try:
         reward = GRMReward(config_file=str(config) if config else None, k=k, model=model, base_url=base_url,
                            template=template, mode=mode)
@@ -195,18 +325,20 @@ def score(
 
         progress = tqdm(total=len(lines), unit="line", desc="judging", file=sys.stderr)
     try:
-        outputs = asyncio.run(_score_all(reward, lines, progress))
+        scored = asyncio.run(_score_all(reward, lines, progress))
     except GRMError as exc:
         raise _fail(f"error: {exc}", 1) from None
     finally:
         if progress is not None:
             progress.close()
-    text = "".join(json.dumps(o, ensure_ascii=False) + "\n" for o in outputs)
-    if output is None:
+    text = "".join(json.dumps(o, ensure_ascii=False) + "\n" for o, _ in scored)
+    if output is not None:
+        _write_atomically(output, text)
+    if table:
+        print_table([(line, o, parts) for (_, line), (o, parts) in zip(lines, scored)])
+    elif output is None:
         sys.stdout.write(text)
         sys.stdout.flush()
-    else:
-        _write_atomically(output, text)
 
 
 @app.command("simulate-judge")

@@ -17,6 +17,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .errors import ConfigError
 
 ENV_PREFIX = "GRM_"
+# Settings the embedded smoke-test judge uses unless they are set explicitly (see GRMConfig.with_embedded_defaults).
+EMBEDDED_DEFAULTS = {"max_tokens": 256, "structured_output": "on"}
 
 
 class GRMConfig(BaseSettings):
@@ -30,9 +32,12 @@ class GRMConfig(BaseSettings):
                                       frozen=False, populate_by_name=True)
 
     # --- the engine -------------------------------------------------------------------------------------------
-    engine: Literal["auto", "openai"] = Field(
-        "auto", description="Which engine runs the judge. 'auto': 'openai' when base_url or model is set.")
-    model: str | None = Field(None, description="Judge model name as the server knows it (e.g. the vLLM served name).")
+    engine: Literal["auto", "openai", "transformers", "langchain"] = Field(
+        "auto", description="Which engine runs the judge. 'auto': 'openai' when base_url is set, else 'transformers' "
+                            "(model, or the embedded default judge when model is unset).")
+    model: str | None = Field(
+        None, description="Judge model: the served name (openai engine) or a Hugging Face id / local path / .gguf "
+                          "file (transformers engine); unset = the embedded default judge.")
     base_url: str | None = Field(
         None, description="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (vLLM, SGLang, hosted APIs).")
     api_key: SecretStr | None = Field(
@@ -49,6 +54,18 @@ class GRMConfig(BaseSettings):
                            "(structured_outputs), 'vllm-legacy' (guided_regex, vLLM < 0.10), 'sglang' (regex).")
     extra_body: dict[str, Any] = Field(default_factory=dict,
                                        description="Extra JSON merged into every chat-completions request body.")
+
+    # --- local (transformers) engine ------------------------------------------------------------------------------
+    device: str = Field("auto", description="Torch device for the transformers engine: 'auto' (CUDA when present), "
+                                            "'cpu', 'cuda', 'cuda:1', ...")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype for the transformers engine; 'auto': bfloat16 on CUDA, float32 on CPU.")
+    gguf_file: str | None = Field(None, description="GGUF file name inside `model` (a folder or hub id) to load.")
+    max_batch_tokens: int = Field(32768, ge=1, description="Upper bound on (prompt + new) tokens x sequences in one "
+                                                          "generate call; larger batches are split, never dropped.")
+    max_batch_size: int = Field(64, ge=1, description="Most sequences (prompts x samples) in one generate call.")
+    batch_window_ms: float = Field(5.0, ge=0, description="How long the transformers engine waits to gather "
+                                                          "concurrent requests into one batch.")
 
     # --- sampling ---------------------------------------------------------------------------------------------
     k: int = Field(1, ge=1, le=1024, description="Judgements sampled per request and summed (inference-time scaling).")
@@ -108,18 +125,27 @@ class GRMConfig(BaseSettings):
         return 0.0 if self.k == 1 else 0.5
 
     def resolved_engine(self) -> str:
+        """The engine to build: an explicit choice, else 'openai' with a base_url, else 'transformers'."""
         if self.engine != "auto":
             return self.engine
-        if self.base_url or self.model:
-            return "openai"
-        raise ConfigError(
-            "no judge engine configured: pass model=... and base_url=... (any OpenAI-compatible server such as "
-            "vLLM or SGLang), or set GRM_MODEL and GRM_BASE_URL"
-        )
+        return "openai" if self.base_url else "transformers"
+
+    @property
+    def uses_embedded_judge(self) -> bool:
+        """True when nothing names a judge: the transformers engine runs the embedded smoke-test model."""
+        return self.resolved_engine() == "transformers" and not self.model and not self.gguf_file
+
+    def with_embedded_defaults(self) -> "GRMConfig":
+        """For the embedded 135M judge, settings that keep it quick and usable unless set explicitly: a short
+        token budget and guaranteed-format decoding (a tiny model rarely ends with a well-formed scores line)."""
+        if not self.uses_embedded_judge:
+            return self
+        defaults = {name: value for name, value in EMBEDDED_DEFAULTS.items() if name not in self.model_fields_set}
+        return self.replace(**defaults) if defaults else self
 
     def judge_fingerprint(self) -> str:
         """The fields that change what the judge returns, as a string (part of the cache key)."""
-        fields = ("engine", "model", "base_url", "k", "temperature", "top_p", "max_tokens", "seed", "template",
+        fields = ("engine", "model", "base_url", "gguf_file", "k", "temperature", "top_p", "max_tokens", "seed", "template",
                   "shuffle", "score_range", "reward_scale", "on_no_valid", "structured_output", "extra_body")
         return json.dumps({f: getattr(self, f) for f in fields}, sort_keys=True, default=str)
 

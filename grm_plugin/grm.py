@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from .backends import Backend, Completion, SamplingParams, ScoresConstraint, make_backend
 from .cache import LRUCache
 from .config import GRMConfig, format_validation_error
-from .errors import InvalidRequestError, NoValidJudgementError, ParseError
+from .errors import ConfigError, InvalidRequestError, NoValidJudgementError, ParseError
 from .parsing import parse_judgement
 from .reward import RewardFunction
 from .templates import SCORE_LINES, Template, build_judge_messages, get_template
@@ -77,6 +77,8 @@ class GRMReward(RewardFunction):
         config: a GRMConfig; when omitted it is loaded from ``config_file``, ``GRM_*`` environment variables and
             the keyword arguments (``k=8``, ``model=...``, ``base_url=...``; every GRMConfig field).
         backend: an engine object to use instead of the one the config names (anything with ``generate``).
+        chat_model: a LangChain chat model (ChatOpenAI, ChatOllama, ...) as the judge's engine: the same as
+            ``backend=LangChainBackend(chat_model)`` with ``engine="langchain"`` (needs ``grm-plugin[langchain]``).
 
     Example:
         >>> reward = GRMReward(model="BBQGOD/DeepSeek-GRM-27B", base_url="http://localhost:8000/v1", k=8)
@@ -89,13 +91,24 @@ class GRMReward(RewardFunction):
         config: GRMConfig | None = None,
         *,
         backend: Backend | None = None,
+        chat_model: Any = None,
         config_file: str | None = None,
         **overrides: Any,
     ) -> None:
+        if chat_model is not None:
+            if backend is not None:
+                raise ConfigError("pass either backend= or chat_model=, not both")
+            overrides["engine"] = "langchain"
         if config is None:
             config = GRMConfig.load(config_file, **overrides)
         elif overrides:
             config = config.replace(**{k: v for k, v in overrides.items() if v is not None})
+        if chat_model is not None:
+            from .backends.langchain import LangChainBackend
+
+            backend = LangChainBackend.from_config(chat_model, config)
+        if backend is None and chat_model is None:
+            config = config.with_embedded_defaults()
         self.config = config
         self.template: Template = get_template(config.template)
         if backend is None:

