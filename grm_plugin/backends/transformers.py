@@ -9,7 +9,11 @@ one. A failed batch fails every request in it (and only those); a cancelled call
 
 The n samples of a prompt share one prefill: the left-padded prompts (minus their last token) go through the model
 once, the resulting KV cache is expanded to n rows per prompt (``Cache.batch_select_indices``), and ``generate``
-continues from it (it feeds only the last prompt token of each row). Greedy requests generate one row and copy it.
+continues from it (it feeds only the last prompt token of each row). With ``cache_implementation="static"`` the
+expanded prefix is written into a reused StaticCache instead (transformers then compiles the decoding step on CUDA).
+A model that cannot share a prefill (encoder-decoder, no expandable cache, sliding-window layers in a static cache)
+gets every sample row prefilled, as ``num_return_sequences`` would do, with a warning once. Greedy requests generate
+one row and copy it.
 
 Models load lazily, once per process (module-level cache keyed by model, GGUF file, device and dtype), from a local
 folder, a Hugging Face id already in the local cache (never downloaded), a ``.gguf`` file, or, when no model is set,
@@ -488,7 +492,7 @@ def plan_batches(jobs: Sequence[_Job], max_new_tokens: int, max_batch_tokens: in
                  rows_of=lambda job: job.count) -> list[list[_Job]]:
     """Pack jobs (longest prompt first, so batches pad little) into batches of at most ``max_batch_size`` rows and
     ``max_batch_tokens`` (padded prompt + new tokens) x rows; a job that alone exceeds the bound gets a batch of its
-    own. Jobs are expected to be split already so that each fits alone where it can (see ``split_jobs``)."""
+    own. Jobs are split beforehand so that each fits alone where it can (``rows_per_batch``)."""
     batches: list[list[_Job]] = []
     current: list[_Job] = []
     width = rows = 0
