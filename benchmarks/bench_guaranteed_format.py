@@ -149,14 +149,18 @@ class TimedProcessor(ScoresLogitsProcessor):
 
 
 class Clock(LogitsProcessor):
-    """Notes when generate first asks for logits processing: the prompt's prefill is done by then."""
+    """Notes when generate asks for logits processing: the first call ends the prompts' prefill, the gaps between
+    calls are the decoding steps."""
 
     def __init__(self) -> None:
-        self.first: float | None = None
+        self.times: list[float] = []
+
+    @property
+    def first(self) -> float | None:
+        return self.times[0] if self.times else None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self.first is None:
-            self.first = time.perf_counter()
+        self.times.append(time.perf_counter())
         return scores
 
 
@@ -202,7 +206,9 @@ def generate(model: Any, tokenizer: Any, prompts: list[list[int]], k: int, args:
         n = len(tokens) if stop is None else stop + 1
         text = tokenizer.decode(tokens[:n], skip_special_tokens=True)
         rows.append({"text": text, "tokens": n, "finish": "length" if stop is None else "stop"})
+    gaps = [b - a for a, b in zip(clock.times, clock.times[1:])]
     return {"rows": rows, "wall": wall, "prefill": prefill, "steps": len(generated[0]) if generated else 0,
+            "step_gaps": gaps,
             "processor_seconds": processor.seconds if processor else 0.0,
             "processor_calls": processor.calls if processor else 0,
             "tail_reasons": processor.tail_reasons if processor else []}
@@ -224,6 +230,7 @@ def summarise(side: str, runs: list[dict[str, Any]], good_slots: list[int]) -> d
     wall = sum(run["wall"] for run in runs)
     decode = sum(run["wall"] - run["prefill"] for run in runs)
     steps = sum(run["steps"] for run in runs)
+    gaps = [g for run in runs for g in run["step_gaps"]]
     proc = sum(run["processor_seconds"] for run in runs)
     calls = sum(run["processor_calls"] for run in runs)
     reasons = Counter(r for run in runs for r in run["tail_reasons"])
@@ -244,6 +251,7 @@ def summarise(side: str, runs: list[dict[str, Any]], good_slots: list[int]) -> d
         "decode_tokens_per_s": tokens / decode if decode else 0.0,
         "decode_steps": steps,
         "decode_ms_per_step": 1000 * decode / steps if steps else 0.0,
+        "decode_ms_per_step_median": 1000 * statistics.median(gaps) if gaps else 0.0,
         "processor_s": proc,
         "processor_ms_per_step": 1000 * proc / calls if calls else 0.0,
         "processor_share_of_decode": proc / decode if decode else 0.0,
@@ -344,7 +352,8 @@ def print_table(result: dict[str, Any]) -> None:
     line("  of which prefill (s)", f"{w['prefill_s']:.1f}", f"{p['prefill_s']:.1f}")
     line("tokens/s (end to end)", f"{w['tokens_per_s']:.2f}", f"{p['tokens_per_s']:.2f}")
     line("tokens/s (decoding)", f"{w['decode_tokens_per_s']:.2f}", f"{p['decode_tokens_per_s']:.2f}")
-    line("decode ms/step (batch)", f"{w['decode_ms_per_step']:.1f}", f"{p['decode_ms_per_step']:.1f}")
+    line("decode ms/step (mean)", f"{w['decode_ms_per_step']:.1f}", f"{p['decode_ms_per_step']:.1f}")
+    line("decode ms/step (median)", f"{w['decode_ms_per_step_median']:.1f}", f"{p['decode_ms_per_step_median']:.1f}")
     line("processor ms/step", "-", f"{p['processor_ms_per_step']:.2f}")
     line("processor share of decode", "-", f"{p['processor_share_of_decode']:.2%}")
     print(f"\nscores line started by: {p['tail_started_by']}")

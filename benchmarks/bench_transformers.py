@@ -20,7 +20,8 @@ Every timing is the median of ``--repeats`` runs after a warm-up run at the same
   ``engine``     GRMReward(k) scoring ``--requests`` requests through the engine (dynamic batching, shared prefill)
                  against one raw ``model.generate`` call doing the same token work (the same judge prompts, each
                  repeated n times as the plan says, sampled at the same temperature), with the default dynamic cache
-                 and with ``cache_implementation="static"`` (on CUDA, transformers then compiles the decoding step);
+                 and with ``cache_implementation="static"`` (on CUDA, transformers then compiles the decoding step;
+                 on the worker thread without CUDA graphs, see ``off_main_thread_compile_config``);
   ``concurrent`` ``--concurrent`` single-sample score requests submitted at once, gathered by the engine into shared
                  batches, against one ``model.generate`` call per request (timed on the first
                  ``--per-request-sample`` requests and scaled to all of them, as the table says);
@@ -66,7 +67,7 @@ import transformers
 
 from grm_plugin import GRMReward, ScoreRequest, embedded
 from grm_plugin.backends import SamplingParams
-from grm_plugin.backends.transformers import LoadedModel, TransformersBackend
+from grm_plugin.backends.transformers import LoadedModel, TransformersBackend, off_main_thread_compile_config
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -377,6 +378,9 @@ def raw_generate(loaded: LoadedModel, prompts: list[list[int]], counts: list[int
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     if cache != "dynamic":
         kwargs["cache_implementation"] = cache
+        compile_config = off_main_thread_compile_config()  # the same compile settings as the engine
+        if compile_config is not None:
+            kwargs["compile_config"] = compile_config
     with torch.no_grad():
         return loaded.model.generate(input_ids=ids.to(loaded.device), attention_mask=mask.to(loaded.device),
                                      **kwargs)
@@ -417,7 +421,7 @@ def bench_engine_part(model, tokenizer, args, device, report, out) -> None:
         raw_s, sequences = median_timed(device, raw, args.repeats)
         tokens = sum(r.completion_tokens for r in scored)
         expected = sum(counts) * args.new_tokens
-        label = cache + ("+compile" if cache == "static" and device.type == "cuda" else "")
+        label = cache + ("+compile (no CUDA graphs)" if cache == "static" and device.type == "cuda" else "")
         results.append({
             "cache": label, "requests": len(requests), "k": args.k, "sequences": sum(counts),
             "judge_prompts": len(prompts), "mean_prompt_tokens": statistics.mean(len(p) for p in prompts),
@@ -462,7 +466,7 @@ def bench_concurrent_part(model, tokenizer, args, device, report, out) -> None:
         engine_calls = (backend.generate_calls - calls) // max(1, args.repeats)
         per_request = [timed(device, one(i))[0] for i in range(sample)]
         scaled = statistics.mean(per_request) * len(requests)
-        label = cache + ("+compile" if cache == "static" and device.type == "cuda" else "")
+        label = cache + ("+compile (no CUDA graphs)" if cache == "static" and device.type == "cuda" else "")
         results.append({
             "cache": label, "requests": len(requests), "new_tokens": args.new_tokens, "engine_s": engine_s,
             "engine_generate_calls": engine_calls, "per_request_timed": sample,

@@ -10,7 +10,8 @@ one. A failed batch fails every request in it (and only those); a cancelled call
 The n samples of a prompt share one prefill: the left-padded prompts (minus their last token) go through the model
 once, the resulting KV cache is expanded to n rows per prompt (``Cache.batch_select_indices``), and ``generate``
 continues from it (it feeds only the last prompt token of each row). With ``cache_implementation="static"`` the
-expanded prefix is written into a reused StaticCache instead (transformers then compiles the decoding step on CUDA).
+expanded prefix is written into a reused StaticCache instead (transformers then compiles the decoding step on CUDA;
+off the main thread without CUDA graphs, whose state is thread-local: ``off_main_thread_compile_config``).
 A model that cannot share a prefill (encoder-decoder, no expandable cache, sliding-window layers in a static cache)
 gets every sample row prefilled, as ``num_return_sequences`` would do, with a warning once. Greedy requests generate
 one row and copy it.
@@ -352,6 +353,10 @@ class LoadedModel:
                 kwargs[self.cache_kwarg] = cache
         if self.cache_kwarg not in kwargs and cache_implementation:
             kwargs["cache_implementation"] = cache_implementation
+        if cache_implementation == "static" and "compile_config" not in kwargs:
+            compile_config = off_main_thread_compile_config()
+            if compile_config is not None:
+                kwargs["compile_config"] = compile_config
         if expanded != batch:
             input_ids, attention_mask = input_ids[index], attention_mask[index]
         sequences = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
@@ -430,6 +435,23 @@ class LoadedModel:
                                                 skip_special_tokens=True)
         return [RowOutput(text, n, "stop" if stop else "length")
                 for text, n, stop in zip(texts, lengths_list, stopped_list)]
+
+
+def off_main_thread_compile_config() -> Any:
+    """The compile settings for a static-cache ``generate`` running off the main thread, or None on the main thread.
+
+    transformers compiles the decoding step of a static cache (on CUDA) in ``reduce-overhead`` mode, whose CUDA-graph
+    trees keep their state in thread-local storage set up on the thread that first imported them: ``generate`` on
+    another thread fails (``cudagraph_trees.get_obj: assert torch._C._is_key_in_tls``). The engine always generates
+    on a worker thread, so there the decoding step is compiled without CUDA graphs (inductor's default mode).
+    """
+    if threading.current_thread() is threading.main_thread():
+        return None
+    try:
+        from transformers import CompileConfig
+    except ImportError:  # pragma: no cover - transformers < 4.47 has no compiled decoding to configure
+        return None
+    return CompileConfig(mode="default")
 
 
 class _PrefillUnsupported(Exception):
@@ -766,4 +788,4 @@ class TransformersBackend:
 
 
 __all__ = ["LoadedModel", "ModelSource", "TransformersBackend", "clear_model_cache", "get_model", "load_gguf",
-           "load_model", "resolve_device", "resolve_dtype", "resolve_source"]
+           "load_model", "off_main_thread_compile_config", "resolve_device", "resolve_dtype", "resolve_source"]
