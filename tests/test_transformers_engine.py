@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,12 +15,12 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from grm_plugin import embedded  # noqa: E402
-from grm_plugin.backends import Completion, SamplingParams, ScoresConstraint  # noqa: E402
+from grm_plugin import GRMConfig  # noqa: E402
+from grm_plugin.backends import Completion, SamplingParams, ScoresConstraint, make_backend  # noqa: E402
 from grm_plugin.backends.transformers import TransformersBackend, clear_model_cache  # noqa: E402
 from grm_plugin.errors import BackendError, ConfigError  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=12)
 SHORT = [{"role": "user", "content": "Hi"}]
@@ -30,29 +31,6 @@ LONG = [{"role": "system", "content": "You are a careful judge."},
 
 def user(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny matrices gain nothing from threads, and spinning OpenMP threads crawl on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
-def smol_tokenizer_dir(tmp_path_factory) -> Path:
-    """SmolLM2's tokenizer (with its chat template), read locally from the embedded GGUF file; reuses the converted
-    embedded model when test_embedded_judge.py already made it this session."""
-    converted = embedded.embedded_model_dir(tmp_path_factory.getbasetemp() / "grm-cache")
-    if embedded.is_converted(converted):
-        return converted
-    gguf = embedded.locate_embedded_gguf()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    out = tmp_path_factory.mktemp("smol-tokenizer")
-    tokenizer.save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -156,11 +134,10 @@ async def test_without_shared_prefill_every_sample_row_is_prefilled(tiny_model_d
     assert log.shapes[0] == (4, prompt_length)
 
 
-@pytest.mark.parametrize("cache_implementation", [None, "static"])
-async def test_shared_prefill_samples_equal_plain_greedy_decoding_at_near_zero_temperature(
-        tiny_model_dir, cache_implementation):
-    backend = TransformersBackend(str(tiny_model_dir), device="cpu")
-    backend.cache_implementation = cache_implementation
+@pytest.mark.parametrize("kv_cache", ["dynamic", "static"])
+async def test_shared_prefill_samples_equal_plain_greedy_decoding_at_near_zero_temperature(tiny_model_dir, kv_cache):
+    backend = make_backend(GRMConfig(model=str(tiny_model_dir), device="cpu", kv_cache=kv_cache))
+    assert backend.cache_implementation == (None if kv_cache == "dynamic" else "static")
     [[greedy], [greedy_long]] = await backend.generate([SHORT, LONG], 1, GREEDY)
     cold = SamplingParams(temperature=1e-4, max_tokens=GREEDY.max_tokens)  # sampling, but always the argmax
     for _ in range(2):  # the second call reuses the first one's (static) cache buffers
@@ -300,6 +277,23 @@ def test_one_model_is_shared_by_backends_of_different_event_loops(tiny_model_dir
     outputs = [asyncio.run(b.generate([SHORT], 1, GREEDY)) for b in (first, second)]
     assert first.load() is second.load()
     assert outputs[0][0][0].text == outputs[1][0][0].text
+
+
+def test_every_generate_of_a_device_runs_on_one_engine_thread(tiny_model_dir):
+    """Compiled static-cache decoding records CUDA graphs per thread: all generate calls of a device, from any
+    backend and any event loop, must run on the same thread."""
+    clear_model_cache()
+    first = TransformersBackend(str(tiny_model_dir), device="cpu")
+    second = TransformersBackend(str(tiny_model_dir), device="cpu", cache_implementation="static")
+    threads: list[str] = []
+    hook = first.load().model.register_forward_pre_hook(lambda *_: threads.append(threading.current_thread().name))
+    try:
+        for backend in (first, second, first):
+            asyncio.run(backend.generate([SHORT, LONG], 2, SamplingParams(temperature=0.7, max_tokens=4)))
+    finally:
+        hook.remove()
+    assert len(threads) >= 6 and len(set(threads)) == 1, threads
+    assert threads[0].startswith("grm-generate-cpu") and threads[0] != threading.current_thread().name
 
 
 # --- structured output and errors -------------------------------------------------------------------------------

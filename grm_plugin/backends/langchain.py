@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import warnings
 import weakref
 from typing import Any, Sequence
@@ -40,6 +39,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess witho
 
 from ..errors import BackendError
 from . import ChatMessages, Completion, SamplingParams
+from ._retry import retry_delay
 
 logger = logging.getLogger("grm_plugin.backends.langchain")
 
@@ -405,11 +405,7 @@ class LangChainBackend:
                     if retryable:
                         failure.args = (f"{failure.args[0]} (gave up after {attempt} attempts)",)
                     raise failure from exc
-                delay = min(self.retry_backoff_max, self.retry_backoff * 2 ** (attempt - 1))
-                delay = random.uniform(0.5 * delay, delay)  # jitter: spread retries of many callers apart
-                hint = _retry_after(exc)
-                if hint is not None:
-                    delay = min(self.retry_backoff_max, max(delay, hint))
+                delay = retry_delay(attempt, self.retry_backoff, self.retry_backoff_max, _retry_after(exc))
                 logger.warning("%s; retrying in %.2fs", failure, delay)
                 await asyncio.sleep(delay)
                 continue

@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 from typing import Any, Sequence
 
 import httpx2
 
 from ..errors import BackendError
 from . import ChatMessages, Completion, SamplingParams
+from ._retry import retry_delay
 
 logger = logging.getLogger("grm_plugin.backends.openai")
 RETRY_STATUSES = frozenset({408, 409, 425, 429})
@@ -174,10 +174,7 @@ class OpenAIBackend:
                 if failure.retryable:
                     failure.args = (f"{failure.args[0]} (gave up after {attempt} attempts)",)
                 raise failure
-            delay = min(self.retry_backoff_max, self.retry_backoff * 2 ** (attempt - 1))
-            delay = random.uniform(0.5 * delay, delay)  # jitter: spread retries of many clients apart
-            if delay_hint is not None:
-                delay = min(self.retry_backoff_max, max(delay, delay_hint))
+            delay = retry_delay(attempt, self.retry_backoff, self.retry_backoff_max, delay_hint)
             logger.warning("%s; retrying in %.2fs", failure, delay)
             await asyncio.sleep(delay)
 

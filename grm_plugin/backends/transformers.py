@@ -10,8 +10,9 @@ one. A failed batch fails every request in it (and only those); a cancelled call
 The n samples of a prompt share one prefill: the left-padded prompts (minus their last token) go through the model
 once, the resulting KV cache is expanded to n rows per prompt (``Cache.batch_select_indices``), and ``generate``
 continues from it (it feeds only the last prompt token of each row). With ``cache_implementation="static"`` the
-expanded prefix is written into a reused StaticCache instead (transformers then compiles the decoding step on CUDA;
-off the main thread without CUDA graphs, whose state is thread-local: ``off_main_thread_compile_config``).
+expanded prefix is written into a reused StaticCache instead (transformers then compiles the decoding step on CUDA
+with CUDA graphs, recorded on the one generate thread per device: ``enable_cuda_graphs_on_this_thread``; without
+CUDA graphs where that fails).
 A model that cannot share a prefill (encoder-decoder, no expandable cache, sliding-window layers in a static cache)
 gets every sample row prefilled, as ``num_return_sequences`` would do, with a warning once. Greedy requests generate
 one row and copy it.
@@ -24,11 +25,13 @@ the embedded SmolLM2-135M-Instruct smoke-test judge (``grm_plugin.embedded``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import os
 import threading
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -268,6 +271,12 @@ class LoadedModel:
     def device(self) -> torch.device:
         return self.model.device
 
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """The one thread that runs every ``generate`` on this model's device (compiled static-cache decoding records
+        its CUDA graphs per thread and per compiled function: two threads must not share them)."""
+        return generate_executor(self.device)
+
     def encode(self, messages: ChatMessages) -> list[int]:
         """The prompt's token ids: the chat template with the assistant turn opened."""
         tokenizer = self.tokenizer
@@ -300,8 +309,23 @@ class LoadedModel:
         rows = [1 if greedy else int(c) for c in counts]
         with self.lock:
             with torch.no_grad():  # not inference_mode: its tensors cannot enter a compiled (static-cache) decode
-                sequences, width = self._generate(prompts, rows, sampling, constraints, prefill_once,
-                                                  cache_implementation, generate_kwargs or {})
+                args = (prompts, rows, sampling, constraints, prefill_once, cache_implementation, generate_kwargs or {})
+                graphs = (cache_implementation == "static" and self.device.type == "cuda"
+                          and threading.current_thread() is not threading.main_thread()
+                          and _GRAPH_THREADS.get(threading.get_ident(), True))
+                try:
+                    sequences, width = self._generate(*args)
+                except Exception as exc:
+                    if not graphs:
+                        raise
+                    # CUDA graphs recorded off the main thread rely on torch internals: if they fail, compile the
+                    # decoding step without them from now on and run this batch again (generation is side-effect
+                    # free; the static cache is rebuilt by the prefill).
+                    _GRAPH_THREADS[threading.get_ident()] = False
+                    _warn_once("graphs:" + self.name, "%s: compiled static-cache decoding with CUDA graphs failed on "
+                               "the engine's thread (%r); continuing without CUDA graphs", self.name, exc)
+                    self._static_cache = self._static_shape = None
+                    sequences, width = self._generate(*args)
         outputs = self._read(sequences, width)
         grouped, at = [], 0
         for count, generated in zip(counts, rows):
@@ -438,20 +462,74 @@ class LoadedModel:
 
 
 def off_main_thread_compile_config() -> Any:
-    """The compile settings for a static-cache ``generate`` running off the main thread, or None on the main thread.
+    """The compile settings for a static-cache ``generate`` on the current thread, or None for transformers' default.
 
     transformers compiles the decoding step of a static cache (on CUDA) in ``reduce-overhead`` mode, whose CUDA-graph
     trees keep their state in thread-local storage set up on the thread that first imported them: ``generate`` on
     another thread fails (``cudagraph_trees.get_obj: assert torch._C._is_key_in_tls``). The engine always generates
-    on a worker thread, so there the decoding step is compiled without CUDA graphs (inductor's default mode).
+    on its worker thread, so it first gives that thread CUDA-graph-tree state of its own
+    (``enable_cuda_graphs_on_this_thread``); where that is impossible the decoding step is compiled without CUDA
+    graphs (inductor's default mode).
     """
-    if threading.current_thread() is threading.main_thread():
+    if threading.current_thread() is threading.main_thread() or enable_cuda_graphs_on_this_thread():
         return None
     try:
         from transformers import CompileConfig
     except ImportError:  # pragma: no cover - transformers < 4.47 has no compiled decoding to configure
         return None
     return CompileConfig(mode="default")
+
+
+_GRAPH_THREADS: dict[int, bool] = {}
+if threading.current_thread() is threading.main_thread() and torch.cuda.is_available():
+    # torch sets up CUDA-graph-tree state only on the thread that imports this module: import it here, on the main
+    # thread, so a user's own compiled code on the main thread keeps working after the engine thread took its own.
+    try:
+        import torch._inductor.cudagraph_trees  # noqa: F401
+    except Exception:  # pragma: no cover - depends on the torch build
+        pass
+_EXECUTORS: dict[str, ThreadPoolExecutor] = {}
+_EXECUTORS_LOCK = threading.Lock()
+
+
+def generate_executor(device: torch.device | str) -> ThreadPoolExecutor:
+    """The process-wide single worker thread that runs ``generate`` for models on ``device``."""
+    key = str(device)
+    with _EXECUTORS_LOCK:
+        if key not in _EXECUTORS:
+            _EXECUTORS[key] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"grm-generate-{key}")
+        return _EXECUTORS[key]
+
+
+def enable_cuda_graphs_on_this_thread() -> bool:
+    """Give the current (non-main) thread its own CUDA-graph-tree state so ``reduce-overhead`` compiled code (CUDA
+    graphs) runs on it; True on success.
+
+    torch < 2.13 sets that state (``tree_manager_containers`` / ``tree_manager_locks``) up on the importing thread
+    only. A thread that owns its own state records and replays its own graphs, which is what
+    the engine's single generate thread needs. Uses torch-private hooks, so any failure returns False and the caller
+    compiles without CUDA graphs instead.
+    """
+    ident = threading.get_ident()
+    if ident in _GRAPH_THREADS:
+        return _GRAPH_THREADS[ident]
+    ok = False
+    try:
+        from collections import defaultdict
+
+        from torch._inductor import cudagraph_trees
+
+        # get_obj() looks first at the module's threading.local, whose attributes are per thread: give this thread
+        # its own (torch >= 2.13 does this itself). torch's C++ TLS slot is not touched.
+        local = cudagraph_trees.local
+        if not hasattr(local, "tree_manager_containers"):
+            local.tree_manager_containers = {}
+            local.tree_manager_locks = defaultdict(threading.Lock)
+        ok = callable(getattr(cudagraph_trees, "get_container", None))
+    except Exception:  # pragma: no cover - depends on torch internals
+        ok = False
+    _GRAPH_THREADS[ident] = ok
+    return ok
 
 
 class _PrefillUnsupported(Exception):
@@ -614,7 +692,8 @@ class TransformersBackend:
         """The backend a GRMConfig asks for (``model`` unset: the embedded smoke-test judge)."""
         return cls(config.model, gguf_file=config.gguf_file, device=config.device, dtype=config.dtype,
                    max_batch_tokens=config.max_batch_tokens, max_batch_size=config.max_batch_size,
-                   batch_window_ms=config.batch_window_ms)
+                   batch_window_ms=config.batch_window_ms,
+                   cache_implementation=None if config.kv_cache == "dynamic" else config.kv_cache)
 
     def __repr__(self) -> str:
         return f"TransformersBackend({self.name!r}, device={str(self.device)!r}, dtype={self.dtype})"
@@ -756,10 +835,10 @@ class TransformersBackend:
                 constraints = [job.request.sampling.constraint for job in batch]
                 self.generate_calls += 1
                 try:
-                    outputs = await asyncio.to_thread(
+                    outputs = await asyncio.get_running_loop().run_in_executor(loaded.executor, functools.partial(
                         loaded.generate_rows, prompts, counts, sampling, constraints,
                         prefill_once=self.prefill_once, cache_implementation=self.cache_implementation,
-                        generate_kwargs=self.generate_kwargs)
+                        generate_kwargs=self.generate_kwargs))
                 except asyncio.CancelledError:
                     raise
                 except BaseException as exc:
@@ -787,5 +866,6 @@ class TransformersBackend:
                                        for parts in request.parts])
 
 
-__all__ = ["LoadedModel", "ModelSource", "TransformersBackend", "clear_model_cache", "get_model", "load_gguf",
-           "load_model", "off_main_thread_compile_config", "resolve_device", "resolve_dtype", "resolve_source"]
+__all__ = ["LoadedModel", "ModelSource", "TransformersBackend", "clear_model_cache", "enable_cuda_graphs_on_this_thread",
+           "generate_executor", "get_model", "load_gguf", "load_model", "off_main_thread_compile_config", "resolve_device", "resolve_dtype",
+           "resolve_source"]
