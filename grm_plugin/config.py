@@ -96,6 +96,9 @@ class GRMConfig(BaseSettings):
     cache_size: int = Field(4096, ge=0, description="Results kept in the LRU cache of identical requests (0 = off).")
     reference_column: str = Field("reference", description="Keyword (dataset column) holding reference answers.")
     principles_column: str = Field("principles", description="Keyword (dataset column) holding given principles.")
+    on_engine_error: Literal["raise", "none"] = Field(
+        "raise", description="When the judge engine fails after its retries, in a trainer call: 'raise' the "
+                             "BackendError, or 'none' (every reward of the batch None, so TRL skips it, with a warning).")
 
     @field_validator("score_range")
     @classmethod

@@ -140,6 +140,10 @@ class GRMReward(RewardFunction):
     def principles_column(self) -> str:  # type: ignore[override]
         return self.config.principles_column
 
+    @property
+    def on_engine_error(self) -> str:  # type: ignore[override]
+        return self.config.on_engine_error
+
     # -- pickling by configuration (clients are made lazily in the process and loop that uses them) -------------
     def __getstate__(self) -> dict[str, Any]:
         return {"config": self.config, "backend": self._backend_override}

@@ -1,30 +1,90 @@
 """RewardFunction: the backend-agnostic interface every adapter speaks.
 
 Subclasses implement ``async ascore(requests)``; ``score`` (sync), ``acall``/``__call__`` (the batch-of-pairs
-convention TRL made standard: ``(prompts, completions, **kwargs) -> list[float | None]``) come for free.
+convention TRL made standard: ``(prompts, completions, **kwargs) -> list[float | None]``) come for free, including
+TRL's ``log_extra`` (per-completion critique and votes columns) and ``log_metric`` (judge statistics) hooks.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from abc import ABC, abstractmethod
-from typing import Any, Literal, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Sequence
 
 from ._sync import run_sync
-from .batching import column, rows_to_requests
+from .batching import RowSlot, column, rows_to_requests
+from .errors import BackendError
 from .types import ScoreRequest, ScoreResult
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RowJudgements:
+    """The judge's results for a host's batch of rows: ``results[slots[i].request]`` judged row ``i``."""
+
+    requests: list[ScoreRequest]
+    results: list[ScoreResult]
+    slots: list[RowSlot]
+    seconds: float
+
+    def rewards(self) -> list[float | None]:
+        return [self.results[s.request].rewards[s.response] for s in self.slots]
+
+    def votes(self) -> list[str]:
+        """Per row, its score in every valid sample and their sum, e.g. ``'7+6+8=21'`` ('' without valid samples)."""
+        out = []
+        for slot in self.slots:
+            scores = [j.scores[slot.response] for j in self.results[slot.request].judgements
+                      if j.valid and j.scores is not None]
+            out.append(f"{'+'.join(map(str, scores))}={sum(scores)}" if scores else "")
+        return out
+
+    def critiques(self) -> list[str]:
+        """Per row, the first valid judgement's critique, headed by the slot this row was shown in."""
+        out = []
+        for slot in self.slots:
+            result = self.results[slot.request]
+            judgement = next((j for j in result.judgements if j.valid), None)
+            if judgement is None:
+                errors = [j.error for j in result.judgements if j.error]
+                out.append(f"(no valid judgement{': ' + errors[0] if errors else ''})")
+                continue
+            shown = judgement.order.index(slot.response) + 1 if slot.response in judgement.order else slot.response + 1
+            head = f"[this completion = Response {shown} of {len(judgement.order) or 1}]"
+            out.append(f"{head} {judgement.critique.strip() or judgement.text.strip()}")
+        return out
+
+    def metrics(self) -> dict[str, float]:
+        results = [r for r in self.results]
+        samples = sum(r.samples for r in results)
+        fresh = [r for r in results if not r.cached]
+        return {
+            "parse_valid_rate": (sum(r.valid_samples for r in results) / samples) if samples else 0.0,
+            "samples": float(samples),
+            "judge_requests": float(len(results)),
+            "judge_latency_s": self.seconds,
+            "judge_prompt_tokens": float(sum(r.prompt_tokens for r in fresh)),
+            "judge_completion_tokens": float(sum(r.completion_tokens for r in fresh)),
+            "cache_hit_rate": (len(results) - len(fresh)) / len(results) if results else 0.0,
+        }
 
 
 class RewardFunction(ABC):
     """A reward over requests. Any RewardFunction can be handed to any adapter.
 
     Class attributes a subclass may override: ``mode`` ('group' or 'pointwise') and ``max_responses_per_call``
-    shape how ``__call__`` batches rows; ``reference_column``/``principles_column`` name the keyword columns read.
+    shape how ``__call__`` batches rows; ``reference_column``/``principles_column`` name the keyword columns read;
+    ``on_engine_error`` ('raise' or 'none') says what a trainer call does when the engine fails after its retries.
     """
 
     mode: Literal["group", "pointwise"] = "pointwise"
     max_responses_per_call: int = 8
     reference_column: str = "reference"
     principles_column: str = "principles"
+    on_engine_error: Literal["raise", "none"] = "raise"
     __name__: str = "reward"
 
     @abstractmethod
@@ -35,9 +95,9 @@ class RewardFunction(ABC):
         """Synchronous ``ascore``; safe to call inside a running event loop."""
         return run_sync(self.ascore(requests))
 
-    async def acall(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
-        """Rewards for rows of (prompt, completion), one per row; extra keyword columns are ignored except the
-        reference and principles columns."""
+    async def ajudge_rows(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> RowJudgements:
+        """Judge a host's rows of (prompt, completion): group or pointwise as configured, with the reference and
+        principles columns from ``kwargs``; the full results, for adapters that log more than rewards."""
         n = len(prompts)
         requests, slots = rows_to_requests(
             prompts,
@@ -47,8 +107,41 @@ class RewardFunction(ABC):
             references=column(kwargs, self.reference_column, n),
             principles=column(kwargs, self.principles_column, n),
         )
+        started = time.perf_counter()
         results = await self.ascore(requests)
-        return [results[slot.request].rewards[slot.response] for slot in slots]
+        return RowJudgements(requests, results, slots, time.perf_counter() - started)
+
+    async def acall(self, prompts: Sequence[Any], completions: Sequence[Any], *, reward_name: str | None = None,
+                    **kwargs: Any) -> list[float | None]:
+        """Rewards for rows of (prompt, completion), one per row. Keyword columns other than the reference and
+        principles columns are ignored, except TRL's hooks: a callable ``log_extra`` receives the
+        ``<name>_critique`` and ``<name>_votes`` columns of the completions table, a callable ``log_metric`` the
+        judge's statistics as ``<name>/<metric>`` (parse-valid rate, samples, latency, tokens); ``name`` is
+        ``reward_name`` or ``__name__``."""
+        log_extra: Callable[[str, list], Any] | None = kwargs.get("log_extra")
+        log_metric: Callable[[str, float], Any] | None = kwargs.get("log_metric")
+        name = reward_name or getattr(self, "__name__", type(self).__name__)
+        try:
+            judged = await self.ajudge_rows(prompts, completions, **kwargs)
+        except BackendError as exc:
+            if self.on_engine_error != "none":
+                raise
+            logger.warning("%s: the judge engine failed (%s); every reward of this batch of %d is None",
+                           name, exc, len(prompts))
+            if callable(log_metric):
+                log_metric(f"{name}/engine_errors", 1.0)
+            if callable(log_extra):
+                log_extra(f"{name}_critique", [f"(engine error: {exc})"] * len(prompts))
+                log_extra(f"{name}_votes", [""] * len(prompts))
+            return [None] * len(prompts)
+        if callable(log_extra):
+            log_extra(f"{name}_critique", judged.critiques())
+            log_extra(f"{name}_votes", judged.votes())
+        if callable(log_metric):
+            for metric, value in judged.metrics().items():
+                log_metric(f"{name}/{metric}", value)
+            log_metric(f"{name}/engine_errors", 0.0)
+        return judged.rewards()
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
         return run_sync(self.acall(prompts, completions, **kwargs))
