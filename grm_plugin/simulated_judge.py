@@ -195,10 +195,10 @@ def build_app(settings: JudgeSettings | None = None) -> Starlette:
     return app
 
 
-def _free_socket() -> socket.socket:
+def _free_socket(port: int = 0) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     return sock
 
 
@@ -210,7 +210,8 @@ class SimulatedJudge:
         ...     GRMReward(base_url=judge.base_url, model="sim").score([...])
     """
 
-    def __init__(self, **settings: Any) -> None:
+    def __init__(self, port: int | None = None, **settings: Any) -> None:
+        self.requested_port = port  # None: a free port
         self.settings = JudgeSettings(**settings)
         self.app = build_app(self.settings)
         self._server: uvicorn.Server | None = None
@@ -226,7 +227,7 @@ class SimulatedJudge:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> "SimulatedJudge":
-        sock = _free_socket()
+        sock = _free_socket(self.requested_port or 0)
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off")
         self._server = uvicorn.Server(config)

@@ -1,0 +1,410 @@
+"""`grm serve`: the GRM as an HTTP reward model (OpenRLHF's remote reward protocol and our own API).
+
+``POST /get_reward`` speaks OpenRLHF 0.11's protocol (``query``/``prompts``/``labels`` in; ``rewards``, ``scores``
+in 0..1 and ``extra_logs`` out). OpenRLHF sends one rollout per request, many at once, so requests are gathered for
+``batch_window_ms`` (or until ``max_batch`` rollouts) by a micro-batcher and judged together: rollouts of one prompt
+that meet in a window share a judge prompt in group mode. ``POST /v1/score`` takes ScoreRequests and returns
+ScoreResults; ``GET /health``; ``GET /metrics`` (Prometheus text). Every input is validated (422 naming the field,
+413 for oversize bodies or lists, 401 without the bearer token when one is set); an engine failure after retries is
+a 503 with the reason, and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import time
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+try:
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, Response
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(f"`grm serve` needs the server extra: pip install 'grm-plugin[server]' ({exc})") from exc
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from .batching import RowSlot
+from .config import format_validation_error
+from .errors import GRMError, InvalidRequestError
+from .reward import RewardFunction, RowJudgements
+from .types import ScoreRequest
+
+logger = logging.getLogger(__name__)
+
+# End-of-turn tokens a policy's decoded query may carry after the response (OpenRLHF decodes with special tokens).
+END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<|end|>", "</s>", "<eos>", "<|end_of_text|>")
+
+
+class ServeSettings(BaseModel):
+    """Settings of `grm serve` (the judge itself is configured by GRMConfig)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_key: Optional[SecretStr] = None
+    batch_window_ms: float = Field(15.0, ge=0, description="How long rollouts are gathered before judging.")
+    max_batch: int = Field(64, ge=1, description="Most rollouts judged together.")
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    max_items: int = Field(1024, ge=1, description="Most rollouts (or ScoreRequests) in one request.")
+    request_timeout_s: float = Field(600.0, gt=0, description="A request not judged by then gets a 503.")
+    labels_as_reference: bool = Field(True, description="Non-empty OpenRLHF labels become the reference answer.")
+    invalid_reward: Optional[float] = Field(
+        None, description="Reward when no judgement parses; None: the middle of the score range (score 0.5).")
+    strip_end_tokens: bool = Field(True, description="Strip trailing end-of-turn tokens from the response.")
+
+
+class GetRewardBody(BaseModel):
+    """OpenRLHF's request body."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    query: list[str] = Field(min_length=1)
+    prompts: list[str] = Field(min_length=1)
+    labels: Optional[list[Optional[str]]] = None
+
+    @field_validator("query", "prompts", "labels")
+    @classmethod
+    def _no_control_characters(cls, values: Optional[list[Optional[str]]]) -> Optional[list[Optional[str]]]:
+        for i, value in enumerate(values or []):
+            if value and any(unicodedata.category(ch) == "Cc" and ch not in "\t\n\r" for ch in value):
+                raise ValueError(f"item {i} contains a control character (only tab, newline and CR are allowed)")
+        return values
+
+
+@dataclass
+class _Rollout:
+    prompt: str
+    response: str
+    label: Optional[str]
+    future: asyncio.Future = field(repr=False)
+
+
+class Metrics:
+    """The server's Prometheus metrics (one registry per app)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("grm_requests", "HTTP requests by endpoint and status",
+                                ["endpoint", "status"], registry=self.registry)
+        self.latency = Histogram("grm_request_seconds", "Request latency by endpoint", ["endpoint"],
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 180),
+                                 registry=self.registry)
+        self.batch_size = Histogram("grm_batch_rollouts", "Rollouts judged together per micro-batch",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry)
+        self.samples = Counter("grm_judge_samples", "Judgements sampled", registry=self.registry)
+        self.valid_samples = Counter("grm_judge_valid_samples", "Judgements that parsed", registry=self.registry)
+        self.engine_errors = Counter("grm_engine_errors", "Micro-batches failed by the engine",
+                                     registry=self.registry)
+        self.inflight = Gauge("grm_inflight_requests", "Requests being served", registry=self.registry)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MicroBatcher:
+    """Gathers single rollouts for a short window and judges them together, off the request handlers."""
+
+    def __init__(self, reward: RewardFunction, settings: ServeSettings, metrics: Metrics) -> None:
+        self.reward = reward
+        self.settings = settings
+        self.metrics = metrics
+        self.queue: asyncio.Queue[_Rollout] = asyncio.Queue()
+        self.worker: asyncio.Task | None = None
+        self.running: set[asyncio.Task] = set()
+
+    def start(self) -> None:
+        self.worker = asyncio.create_task(self._run(), name="grm-micro-batcher")
+
+    async def stop(self) -> None:
+        """Judge what is queued, wait for running batches, then stop."""
+        if self.worker is not None:
+            while not self.queue.empty():
+                await asyncio.sleep(0.01)
+            self.worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.worker
+        if self.running:
+            await asyncio.gather(*self.running, return_exceptions=True)
+
+    async def submit(self, rollouts: list[_Rollout]) -> None:
+        for rollout in rollouts:
+            self.queue.put_nowait(rollout)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        window = self.settings.batch_window_ms / 1000
+        while True:
+            batch = [await self.queue.get()]
+            deadline = loop.time() + window
+            while len(batch) < self.settings.max_batch:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+                except asyncio.TimeoutError:
+                    break
+            while len(batch) < self.settings.max_batch and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            task = asyncio.create_task(self._judge(batch))  # judging overlaps with gathering the next batch
+            self.running.add(task)
+            task.add_done_callback(self.running.discard)
+
+    async def _judge(self, batch: list[_Rollout]) -> None:
+        batch = [r for r in batch if not r.future.done()]  # timed-out requests are not judged
+        if not batch:
+            return
+        self.metrics.batch_size.observe(len(batch))
+        reward = self.reward
+        columns = {reward.reference_column: [r.label for r in batch]}
+        try:
+            judged = await reward.ajudge_rows([r.prompt for r in batch], [r.response for r in batch], **columns)
+        except Exception as exc:  # every waiter of the batch gets the failure, exactly once
+            self.metrics.engine_errors.inc()
+            for rollout in batch:
+                if not rollout.future.done():
+                    rollout.future.set_exception(exc)
+            return
+        for result in judged.results:
+            if not result.cached:
+                self.metrics.samples.inc(result.samples)
+                self.metrics.valid_samples.inc(result.valid_samples)
+        for i, rollout in enumerate(batch):
+            if not rollout.future.done():
+                rollout.future.set_result((judged, i))
+
+
+def _score_range(reward: RewardFunction) -> tuple[int, int]:
+    config = getattr(reward, "config", None)
+    return tuple(getattr(config, "score_range", (1, 10)))  # type: ignore[return-value]
+
+
+def openrlhf_entry(judged: RowJudgements, row: int, settings: ServeSettings,
+                   score_range: tuple[int, int]) -> tuple[float, float, dict[str, float]]:
+    """One rollout's ``(reward, score in 0..1, extra_logs)`` from the judged batch."""
+    slot: RowSlot = judged.slots[row]
+    result = judged.results[slot.request]
+    low, high = score_range
+    reward = result.rewards[slot.response]
+    valid = result.valid_samples
+    mean = (result.votes[slot.response] / valid) if (result.votes is not None and valid) else None
+    if reward is None or mean is None:
+        score = 0.5
+        reward = settings.invalid_reward if settings.invalid_reward is not None else (low + high) / 2
+        if mean is not None:
+            score = (mean - low) / (high - low)
+    else:
+        score = min(1.0, max(0.0, (mean - low) / (high - low)))
+    logs = {"grm_valid_samples": float(valid), "grm_samples": float(result.samples),
+            "grm_mean_score": float(mean) if mean is not None else float("nan"),
+            "grm_group_size": float(len(result.rewards)), "grm_cached": float(result.cached)}
+    logs = {k: (v if math.isfinite(v) else -1.0) for k, v in logs.items()}  # JSON has no NaN
+    return float(reward), float(score), logs
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, **extra}}, status_code=status)
+
+
+async def _read_json(request: Request, limit: int) -> Any:
+    """The request body as JSON, or an InvalidRequestError-like tuple (status, message)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _BadRequest(413, f"body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _BadRequest(413, f"body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw:
+        raise _BadRequest(422, "empty body: expected a JSON object")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _BadRequest(400, f"body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _BadRequest(422, f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def create_app(reward: RewardFunction, settings: ServeSettings | None = None) -> FastAPI:
+    """The FastAPI app serving ``reward``."""
+    settings = settings or ServeSettings()
+    metrics = Metrics()
+    batcher = MicroBatcher(reward, settings, metrics)
+    score_range = _score_range(reward)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher.start()
+        try:
+            yield
+        finally:
+            await batcher.stop()  # uvicorn has drained in-flight requests by now; finish what is queued
+
+    app = FastAPI(title="grm-plugin reward server", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.batcher = batcher
+    app.state.metrics = metrics
+    app.state.settings = settings
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Any:
+        endpoint = request.url.path
+        started = time.perf_counter()
+        status = 500
+        metrics.inflight.inc()
+        try:
+            if settings.api_key is not None and endpoint != "/health":
+                expected = f"Bearer {settings.api_key.get_secret_value()}"
+                if request.headers.get("authorization") != expected:
+                    status = 401
+                    return _error(401, "missing or wrong bearer token (Authorization: Bearer <api key>)")
+            try:
+                response = await call_next(request)
+            except Exception as exc:  # pragma: no cover - a bug: still an answer, never a dropped connection
+                logger.exception("unhandled error on %s", endpoint)
+                response = _error(500, f"internal error: {type(exc).__name__}")
+            status = response.status_code
+            return response
+        finally:
+            metrics.inflight.dec()
+            metrics.requests.labels(endpoint, str(status)).inc()
+            metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "reward": repr(reward), "queued": batcher.queue.qsize(),
+                "running_batches": len(batcher.running)}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/get_reward")
+    async def get_reward(request: Request) -> JSONResponse:
+        try:
+            payload = await _read_json(request, settings.max_body_bytes)
+            if not isinstance(payload, dict):
+                raise _BadRequest(422, f"body must be a JSON object with query, prompts and labels, got "
+                                       f"{type(payload).__name__}")
+            for key in ("query", "prompts", "labels"):
+                value = payload.get(key)
+                if isinstance(value, list) and len(value) > settings.max_items:
+                    raise _BadRequest(413, f"{key}: {len(value)} items exceed the limit of {settings.max_items}")
+            try:
+                body = GetRewardBody.model_validate(payload)
+            except ValidationError as exc:
+                raise _BadRequest(422, format_validation_error(exc, "get_reward body")) from None
+            n = len(body.query)
+            if len(body.prompts) != n:
+                raise _BadRequest(422, f"prompts: {len(body.prompts)} items, expected one per query ({n})")
+            labels = body.labels if body.labels is not None else [None] * n
+            if len(labels) != n:
+                raise _BadRequest(422, f"labels: {len(labels)} items, expected one per query ({n}) or none")
+            rollouts = []
+            loop = asyncio.get_running_loop()
+            for i, (query, prompt, label) in enumerate(zip(body.query, body.prompts, labels)):
+                if not query.startswith(prompt):
+                    raise _BadRequest(422, f"prompts[{i}] is not a prefix of query[{i}]: the response is "
+                                           "query[len(prompt):]")
+                response = query[len(prompt):]
+                if settings.strip_end_tokens:
+                    response = strip_end_tokens(response)
+                rollouts.append(_Rollout(prompt, response, (label or None) if settings.labels_as_reference
+                                         else None, loop.create_future()))
+        except _BadRequest as bad:
+            return _error(bad.status, bad.message)
+        await batcher.submit(rollouts)
+        try:
+            outcomes = await asyncio.wait_for(asyncio.gather(*(r.future for r in rollouts)),
+                                              settings.request_timeout_s)
+        except asyncio.TimeoutError:
+            for rollout in rollouts:
+                if not rollout.future.done():
+                    rollout.future.cancel()
+            return _error(503, f"the judge did not answer within {settings.request_timeout_s:g} s", retryable=True)
+        except GRMError as exc:
+            for rollout in rollouts:
+                if not rollout.future.done():
+                    rollout.future.cancel()
+            return _error(503, f"judge engine failed: {exc}", retryable=True)
+        rewards, scores, logs = [], [], []
+        for judged, row in outcomes:
+            value, score, extra = openrlhf_entry(judged, row, settings, score_range)
+            rewards.append(value)
+            scores.append(score)
+            logs.append(extra)
+        extra_logs = {key: sum(entry[key] for entry in logs) / len(logs) for key in logs[0]}
+        return JSONResponse({"rewards": rewards, "scores": scores, "extra_logs": extra_logs})
+
+    @app.post("/v1/score")
+    async def score(request: Request) -> JSONResponse:
+        try:
+            payload = await _read_json(request, settings.max_body_bytes)
+            items = payload.get("requests") if isinstance(payload, dict) else payload
+            if not isinstance(items, list) or not items:
+                raise _BadRequest(422, "body must be a non-empty list of ScoreRequests (or {\"requests\": [...]})")
+            if len(items) > settings.max_items:
+                raise _BadRequest(413, f"requests: {len(items)} items exceed the limit of {settings.max_items}")
+            requests = []
+            for i, item in enumerate(items):
+                try:
+                    requests.append(ScoreRequest.model_validate(item))
+                except ValidationError as exc:
+                    raise _BadRequest(422, format_validation_error(exc, f"requests[{i}]")) from None
+        except _BadRequest as bad:
+            return _error(bad.status, bad.message)
+        try:
+            results = await asyncio.wait_for(reward.ascore(requests), settings.request_timeout_s)
+        except asyncio.TimeoutError:
+            return _error(503, f"the judge did not answer within {settings.request_timeout_s:g} s", retryable=True)
+        except InvalidRequestError as exc:
+            return _error(422, str(exc))
+        except GRMError as exc:
+            metrics.engine_errors.inc()
+            return _error(503, f"judge engine failed: {exc}", retryable=True)
+        return JSONResponse({"results": [r.model_dump(mode="json") for r in results]})
+
+    return app
+
+
+def strip_end_tokens(text: str) -> str:
+    stripped = text.rstrip()
+    changed = True
+    while changed:
+        changed = False
+        for token in END_TOKENS:
+            if stripped.endswith(token):
+                stripped = stripped[: -len(token)].rstrip()
+                changed = True
+    return stripped
+
+
+def serve(reward: RewardFunction, settings: ServeSettings) -> None:
+    """Run the server until interrupted (SIGINT/SIGTERM drain in-flight requests first)."""
+    import uvicorn
+
+    uvicorn.run(create_app(reward, settings), host=settings.host, port=settings.port, log_level="info",
+                timeout_graceful_shutdown=settings.request_timeout_s)
+
+
+__all__ = ["END_TOKENS", "GetRewardBody", "MicroBatcher", "ServeSettings", "create_app", "openrlhf_entry", "serve",
+           "strip_end_tokens"]

@@ -1,0 +1,243 @@
+"""`grm serve` and the OpenRLHF adapter, driven by OpenRLHF's own client code (openrlhf/utils/agent.py,
+``SingleTurnAgentExecutor``) against a real uvicorn server on loopback; the judge engine is the simulated judge (an
+OpenAI-compatible HTTP server standing in for a language model)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+
+pytest.importorskip("fastapi")
+uvicorn = pytest.importorskip("uvicorn")
+agent = pytest.importorskip("openrlhf.utils.agent")
+
+from grm_plugin import GRMReward  # noqa: E402
+from grm_plugin.server import ServeSettings, create_app  # noqa: E402
+from grm_plugin.simulated_judge import SimulatedJudge, with_quality  # noqa: E402
+
+PROMPT = "<|im_start|>user\nWhat is 2 + 3?<|im_end|>\n<|im_start|>assistant\n"
+
+
+class Server:
+    """create_app(...) under uvicorn in a thread, on a free loopback port."""
+
+    def __init__(self, reward, **settings) -> None:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        self.settings = ServeSettings(port=self.port, **settings)
+        self.app = create_app(reward, self.settings)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve(sockets=[sock])), daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "Server":
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "server did not start"
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+
+    def metric(self, name: str) -> float:
+        total = 0.0
+        for line in httpx.get(f"{self.url}/metrics").text.splitlines():
+            if line.startswith(name) and not line.startswith("#"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+
+@pytest.fixture(scope="module")
+def judge():
+    with SimulatedJudge(noise=0.0, seed=0) as server:
+        yield server
+
+
+@pytest.fixture
+def server(judge):
+    judge.state.settings.fail_next.clear()
+    reward = GRMReward(base_url=judge.base_url, model="sim", k=2, cache_size=0, max_retries=2, retry_backoff=0.01)
+    with Server(reward, batch_window_ms=30) as running:
+        yield running
+
+
+def fetch(urls, queries, prompts, labels):
+    executor = agent.SingleTurnAgentExecutor(remote_rm_url=urls)
+    return asyncio.run(executor._fetch_rewards_via_http(queries, prompts, labels))
+
+
+# --- OpenRLHF's client ----------------------------------------------------------------------------------------------
+
+
+def test_openrlhf_client_gets_rewards_scores_and_logs_micro_batched_and_grouped(server, judge):
+    judge.reset()
+    good, bad = with_quality("5", 9), with_quality("6", 2)
+    executor = agent.SingleTurnAgentExecutor(remote_rm_url=f"{server.url}/get_reward")
+
+    async def rollouts():  # what OpenRLHF does: one rollout per request, many concurrently
+        calls = [executor._fetch_rewards_via_http([PROMPT + text + "<|im_end|>"], [PROMPT], ["5"])
+                 for text in [good, bad] * 8]
+        return await asyncio.gather(*calls)
+
+    answers = asyncio.run(rollouts())
+    assert len(answers) == 16 and all(len(a) == 1 for a in answers)
+    infos = [a[0] for a in answers]
+    assert all(len(i["rewards"]) == len(i["scores"]) == 1 for i in infos)
+    assert [i["rewards"][0] for i in infos] == [9.0, 2.0] * 8
+    assert [round(i["scores"][0], 3) for i in infos] == [round(8 / 9, 3), round(1 / 9, 3)] * 8
+    assert all(i["extra_logs"]["grm_valid_samples"] == 2.0 for i in infos)
+    # 16 requests were gathered into micro-batches, and the rollouts of the one prompt were judged together
+    assert server.metric("grm_batch_rollouts_count") < 16
+    assert judge.stats()["requests"] < 16 * 2
+    assert "[The Begin of Response 2]" in judge.state.bodies[0]["messages"][-1]["content"]
+    assert "5" in judge.state.bodies[0]["messages"][-1]["content"]  # the label as reference
+    assert server.metric('grm_requests_total{endpoint="/get_reward",status="200"}') == 16  # answered exactly once
+
+
+def test_openrlhf_python_file_mode_loads_this_adapter_by_path(judge, monkeypatch):
+    import grm_plugin.adapters.openrlhf as module
+
+    monkeypatch.setenv("GRM_BASE_URL", judge.base_url)
+    monkeypatch.setenv("GRM_MODEL", "sim")
+    monkeypatch.setenv("GRM_K", "2")
+    monkeypatch.setattr(module, "_reward", None)
+    executor = agent.SingleTurnAgentExecutor(remote_rm_url=module.__file__)
+    assert executor.reward_func is not None
+
+    async def rollouts():
+        return await executor._fetch_rewards_via_func([PROMPT + with_quality("5", 8), PROMPT + with_quality("x", 3)],
+                                                        [PROMPT, PROMPT], ["5", ""])
+
+    [first, second] = asyncio.run(rollouts())
+    assert first["rewards"] == [8.0] and second["rewards"] == [3.0]
+    assert 0 <= first["scores"][0] <= 1 and first["extra_logs"]["grm_samples"] == 2.0
+
+
+def test_replicas_behind_comma_separated_urls_share_the_load(judge):
+    reward = GRMReward(base_url=judge.base_url, model="sim", k=1, cache_size=0)
+    with Server(reward) as first, Server(reward) as second:
+        urls = [f"{first.url}/get_reward", f"{second.url}/get_reward"]  # OpenRLHF splits the comma-separated flag
+        executor = agent.SingleTurnAgentExecutor(remote_rm_url=urls)
+
+        async def rollouts():
+            return await asyncio.gather(*(executor._fetch_rewards_via_http([PROMPT + str(i)], [PROMPT], [""])
+                                          for i in range(8)))
+
+        assert len(asyncio.run(rollouts())) == 8
+        assert first.metric('grm_requests_total{endpoint="/get_reward"') == 4
+        assert second.metric('grm_requests_total{endpoint="/get_reward"') == 4
+
+
+# --- bad input: 4xx, the server stays up -----------------------------------------------------------------------------
+
+GOOD = {"query": [PROMPT + "5"], "prompts": [PROMPT], "labels": ["5"]}
+BAD = [
+    ("malformed-json", b'{"query": [', 422, "not valid JSON"),
+    ("not-an-object", b"[1, 2]", 422, "JSON object"),
+    ("wrong-type", {"query": "text", "prompts": [PROMPT]}, 422, "query"),
+    ("item-not-string", {"query": [3], "prompts": [PROMPT]}, 422, "query"),
+    ("missing-prompts", {"query": [PROMPT + "5"]}, 422, "prompts"),
+    ("length-mismatch", {"query": [PROMPT + "5", PROMPT + "6"], "prompts": [PROMPT]}, 422, "prompts"),
+    ("labels-mismatch", {"query": [PROMPT + "5"], "prompts": [PROMPT], "labels": ["a", "b"]}, 422, "labels"),
+    ("empty-lists", {"query": [], "prompts": []}, 422, "query"),
+    ("oversize-list", {"query": ["q"] * 11, "prompts": ["q"] * 11}, 413, "limit of 10"),
+    ("oversize-body", {"query": ["x" * 5000], "prompts": ["x"]}, 413, "limit"),
+    ("invalid-utf8", b'{"query": ["\xff"], "prompts": ["a"]}', 400, "UTF-8"),
+    ("control-character", {"query": [PROMPT + "a\x00b"], "prompts": [PROMPT]}, 422, "control character"),
+    ("not-a-prefix", {"query": ["other text"], "prompts": [PROMPT]}, 422, "prompts[0] is not a prefix of query[0]"),
+    ("empty-body", b"", 422, "empty body"),
+]
+
+
+@pytest.mark.parametrize("name,body,status,message", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_is_a_4xx_naming_the_problem_and_the_server_stays_up(judge, name, body, status, message):
+    reward = GRMReward(base_url=judge.base_url, model="sim", k=1)
+    with Server(reward, max_items=10, max_body_bytes=4096) as server:
+        url = f"{server.url}/get_reward"
+        kwargs = {"content": body, "headers": {"content-type": "application/json"}} if isinstance(body, bytes) \
+            else {"json": body}
+        response = httpx.post(url, **kwargs)
+        assert response.status_code == status, response.text
+        assert message in response.json()["error"]["message"]
+        assert httpx.post(url, json=GOOD).status_code == 200  # still serving
+
+
+def test_bearer_token_is_required_when_set(judge):
+    reward = GRMReward(base_url=judge.base_url, model="sim", k=1)
+    with Server(reward, api_key="s3cret") as server:
+        assert httpx.post(f"{server.url}/get_reward", json=GOOD).status_code == 401
+        assert httpx.post(f"{server.url}/get_reward", json=GOOD,
+                          headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert httpx.post(f"{server.url}/get_reward", json=GOOD,
+                          headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert httpx.get(f"{server.url}/health").status_code == 200  # health checks need no token
+
+
+# --- faults --------------------------------------------------------------------------------------------------------
+
+
+def test_engine_500_and_429_are_retried_and_answered(server, judge):
+    judge.state.settings.fail_next.extend([500, 429])
+    response = httpx.post(f"{server.url}/get_reward", json=GOOD)
+    assert response.status_code == 200 and len(response.json()["rewards"]) == 1
+
+
+def test_engine_down_is_a_503_then_the_server_recovers_when_it_is_back():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    reward = GRMReward(base_url=f"http://127.0.0.1:{port}/v1", model="sim", k=1, max_retries=1, retry_backoff=0.01,
+                       cache_size=0)
+    with Server(reward) as server:
+        down = httpx.post(f"{server.url}/get_reward", json=GOOD)
+        assert down.status_code == 503 and "judge engine failed" in down.json()["error"]["message"]
+        with SimulatedJudge(port=port, noise=0.0, seed=0):  # the engine comes back on the same port
+            up = httpx.post(f"{server.url}/get_reward", json=GOOD)
+            assert up.status_code == 200 and len(up.json()["rewards"]) == 1
+        assert server.metric('grm_requests_total{endpoint="/get_reward",status="503"}') == 1
+        assert server.metric('grm_requests_total{endpoint="/get_reward",status="200"}') == 1
+
+
+def test_an_engine_slower_than_the_request_timeout_is_a_503(judge):
+    with SimulatedJudge(noise=0.0, seed=0, delay_s=2.0) as slow:
+        reward = GRMReward(base_url=slow.base_url, model="sim", k=1)
+        with Server(reward, request_timeout_s=0.3) as server:
+            response = httpx.post(f"{server.url}/get_reward", json=GOOD, timeout=10)
+            assert response.status_code == 503 and "did not answer within" in response.json()["error"]["message"]
+            assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
+
+
+# --- our own API -----------------------------------------------------------------------------------------------------
+
+
+def test_v1_score_returns_score_results_with_critiques(server):
+    body = {"requests": [{"prompt": "What is 2 + 3?", "responses": [with_quality("5", 9), with_quality("6", 2)],
+                          "reference": "5"}]}
+    response = httpx.post(f"{server.url}/v1/score", json=body)
+    assert response.status_code == 200
+    [result] = response.json()["results"]
+    assert result["rewards"] == [9.0, 2.0] and result["best"] == 0
+    assert result["judgements"][0]["critique"]
+    bad = httpx.post(f"{server.url}/v1/score", json={"requests": [{"prompt": "q", "responses": []}]})
+    assert bad.status_code == 422 and "requests[0]" in bad.json()["error"]["message"]
+
+
+def test_metrics_are_prometheus_text(server):
+    httpx.post(f"{server.url}/get_reward", json=GOOD)
+    text = httpx.get(f"{server.url}/metrics").text
+    for name in ("grm_requests_total", "grm_request_seconds_bucket", "grm_batch_rollouts_bucket",
+                 "grm_judge_samples_total", "grm_judge_valid_samples_total", "grm_engine_errors_total"):
+        assert name in text
