@@ -4,14 +4,15 @@ reference ``serve_rm`` is (the judge called inside each async handler, no cross-
 
     python benchmarks/bench_serve.py --requests 20000 --concurrency 256     # writes results/serve_load.json
 
-Servers run in their own processes (uvicorn); the load generator is this process (httpx2, one pooled client).
-"Added latency" is the server's latency minus the judge engine's own (measured by a direct call at the same
-concurrency is not separable here, so the table reports end-to-end latency percentiles and the judge request count).
+Servers run in their own processes (uvicorn); the load generator is this process (aiohttp, one pooled session).
+"Added latency" is a request's client-side latency minus the judge engine time of its micro-batch (the server's
+``X-GRM-Judge-Seconds`` header): the window, queueing, HTTP, parsing and voting that the server adds.
 """
 
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import platform
 import socket
@@ -34,10 +35,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_judge(port: int) -> None:
+def run_judge(port: int, delay_s: float) -> None:
     from grm_plugin.simulated_judge import main
 
-    main(["--port", str(port), "--noise", "1.0"])
+    main(["--port", str(port), "--noise", "1.0", "--settings", json.dumps({"delay_s": delay_s})])
 
 
 def run_server(port: int, judge_port: int, kind: str, window_ms: float, max_batch: int) -> None:
@@ -50,8 +51,7 @@ def run_server(port: int, judge_port: int, kind: str, window_ms: float, max_batc
     from grm_plugin.server import ServeSettings, create_app
 
     logging.disable(logging.WARNING)
-    reward = GRMReward(base_url=f"http://127.0.0.1:{judge_port}/v1", model="sim", k=1, cache_size=0,
-                       max_concurrency=256)
+    reward = GRMReward(base_url=f"http://127.0.0.1:{judge_port}/v1", model="sim", k=1, cache_size=0)
     if kind == "grm-serve":
         app = create_app(reward, ServeSettings(port=port, batch_window_ms=window_ms, max_batch=max_batch))
     else:  # OpenRLHF's reference serve_rm shape: score inside the handler, one request at a time per call
@@ -67,6 +67,28 @@ def run_server(port: int, judge_port: int, kind: str, window_ms: float, max_batc
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of process ``pid`` (None: this process)."""
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+def histogram_quantiles(text: str, name: str, quantiles: Sequence[float]) -> list[float | None]:
+    """Upper bucket bounds (ms) holding the given quantiles of a Prometheus histogram in exposition ``text``."""
+    buckets = []
+    for line in text.splitlines():
+        if line.startswith(f"{name}_bucket{{"):
+            bound = line.split('le="')[1].split('"')[0]
+            buckets.append((float("inf") if bound == "+Inf" else float(bound), float(line.rsplit(" ", 1)[1])))
+    total = buckets[-1][1] if buckets else 0
+    out: list[float | None] = []
+    for q in quantiles:
+        out.append(next((1000 * bound for bound, seen in buckets if total and seen >= q * total), None))
+    return out
+
+
 def wait_up(url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -79,25 +101,33 @@ def wait_up(url: str, timeout: float = 60) -> None:
 
 
 async def load(url: str, requests: int, concurrency: int) -> dict[str, Any]:
+    """Closed-loop load: ``concurrency`` workers, each sending one single-rollout request after the other over one
+    pooled aiohttp session (the client library OpenRLHF uses; it is lighter than httpx on this CPU budget)."""
+    import aiohttp
+
     latencies: list[float] = []
+    added: list[float] = []
+    waits: list[float] = []
     statuses: Counter[int] = Counter()
     answered: Counter[int] = Counter()
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(requests):
-        queue.put_nowait(i)
-    limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx2.AsyncClient(limits=limits, timeout=180) as client:
+    next_id = iter(range(requests))
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=180)) as session:
         async def worker() -> None:
-            while not queue.empty():
-                i = queue.get_nowait()
+            for i in next_id:
                 body = {"query": [f"{PROMPT}Sample {i} of the sea."], "prompts": [PROMPT], "labels": [""]}
                 started = time.perf_counter()
                 try:
-                    response = await client.post(url, json=body)
-                    statuses[response.status_code] += 1
-                    if response.status_code == 200 and len(response.json()["rewards"]) == 1:
-                        answered[i] += 1
-                except httpx2.HTTPError:
+                    async with session.post(url, json=body) as response:
+                        statuses[response.status] += 1
+                        data = await response.json()
+                        if response.status == 200 and len(data["rewards"]) == 1:
+                            answered[i] += 1
+                            judge_s = response.headers.get("X-GRM-Judge-Seconds")
+                            if judge_s is not None:
+                                added.append(time.perf_counter() - started - float(judge_s))
+                                waits.append(float(response.headers["X-GRM-Wait-Seconds"]))
+                except aiohttp.ClientError:
                     statuses[-1] += 1
                 latencies.append(time.perf_counter() - started)
 
@@ -105,9 +135,15 @@ async def load(url: str, requests: int, concurrency: int) -> dict[str, Any]:
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
     ordered = sorted(latencies)
+    added.sort()
     return {"requests": requests, "concurrency": concurrency, "seconds": elapsed, "requests_per_s": requests / elapsed,
             "p50_ms": 1000 * ordered[len(ordered) // 2], "p99_ms": 1000 * ordered[int(len(ordered) * 0.99) - 1],
-            "mean_ms": 1000 * statistics.mean(ordered), "statuses": {str(k): v for k, v in statuses.items()},
+            "mean_ms": 1000 * statistics.mean(ordered),
+            "added_p50_ms": 1000 * added[len(added) // 2] if added else None,
+            "added_p99_ms": 1000 * added[int(len(added) * 0.99) - 1] if added else None,
+            "wait_p50_ms": 1000 * sorted(waits)[len(waits) // 2] if waits else None,
+            "wait_p99_ms": 1000 * sorted(waits)[int(len(waits) * 0.99) - 1] if waits else None,
+            "statuses": {str(k): v for k, v in statuses.items()},
             "answered_once": sum(1 for v in answered.values() if v == 1), "lost": requests - len(answered)}
 
 
@@ -118,11 +154,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--window-ms", type=float, default=15.0)
     parser.add_argument("--max-batch", type=int, default=256)
     parser.add_argument("--kinds", default="grm-serve,serve_rm-style")
+    parser.add_argument("--judge-delay", type=float, default=0.0,
+                        help="seconds the simulated judge takes per request (0: measure the server's own ceiling)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "serve_load.json"))
     args = parser.parse_args(argv)
     context = multiprocessing.get_context("spawn")
     judge_port = free_port()
-    judge = context.Process(target=run_judge, args=(judge_port,), daemon=True)
+    judge = context.Process(target=run_judge, args=(judge_port, args.judge_delay), daemon=True)
     judge.start()
     wait_up(f"http://127.0.0.1:{judge_port}/v1/models")
     rows = []
@@ -135,7 +173,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             try:
                 wait_up(f"http://127.0.0.1:{port}/health" if kind == "grm-serve" else f"http://127.0.0.1:{port}/docs")
                 before = httpx2.get(f"http://127.0.0.1:{judge_port}/stats").json()
+                cpu_before = {name: cpu_seconds(pid) for name, pid in
+                              (("server", server.pid), ("judge", judge.pid), ("client", None))}
                 result = asyncio.run(load(f"http://127.0.0.1:{port}/get_reward", args.requests, args.concurrency))
+                result["cpu_ms_per_request"] = {
+                    name: 1000 * (cpu_seconds(pid) - cpu_before[name]) / args.requests
+                    for name, pid in (("server", server.pid), ("judge", judge.pid), ("client", None))}
                 after = httpx2.get(f"http://127.0.0.1:{judge_port}/stats").json()
                 result["judge_requests"] = after["requests"] - before["requests"]
                 if kind == "grm-serve":
@@ -143,16 +186,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     count = sum(float(x.split()[1]) for x in text.splitlines() if x.startswith("grm_batch_rollouts_count"))
                     total = sum(float(x.split()[1]) for x in text.splitlines() if x.startswith("grm_batch_rollouts_sum"))
                     result["mean_batch_rollouts"] = total / count if count else 0.0
+                    result["server_added_p50_ms"], result["server_added_p99_ms"] = histogram_quantiles(
+                        text, "grm_added_seconds", (0.5, 0.99))
                 rows.append({"server": kind, **result})
             finally:
                 server.terminate()
                 server.join(timeout=10)
     finally:
         judge.terminate()
-    header = ["server", "requests", "conc.", "req/s", "p50 ms", "p99 ms", "judge requests", "mean batch", "lost",
-              "statuses"]
+    header = ["server", "requests", "conc.", "req/s", "p50 ms", "p99 ms", "added p50/p99 ms (client)",
+              "server-side added p50/p99 <= ms", "judge requests",
+              "mean batch", "lost", "CPU ms/req server/judge/client", "statuses"]
     table = [[r["server"], r["requests"], r["concurrency"], f"{r['requests_per_s']:.0f}", f"{r['p50_ms']:.1f}",
-              f"{r['p99_ms']:.1f}", r["judge_requests"], f"{r.get('mean_batch_rollouts', 1.0):.1f}", r["lost"],
+              f"{r['p99_ms']:.1f}", (f"{r['added_p50_ms']:.1f}/{r['added_p99_ms']:.1f}" if r["added_p50_ms"] is not None
+                                     else "n/a"),
+              (f"{r['server_added_p50_ms']:g}/{r['server_added_p99_ms']:g}" if r.get("server_added_p99_ms") else "n/a"),
+              r["judge_requests"], f"{r.get('mean_batch_rollouts', 1.0):.1f}", r["lost"],
+              "/".join(f"{v:.2f}" for v in r["cpu_ms_per_request"].values()),
               r["statuses"]] for r in rows]
     print_table(header, table)
     report = {"settings": vars(args), "python": sys.version.split()[0], "platform": platform.platform(),

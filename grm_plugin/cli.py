@@ -356,6 +356,7 @@ def serve(
                                             help="Do not show OpenRLHF labels to the judge as reference answers."),
     invalid_reward: Optional[float] = typer.Option(None, help="Reward when no judgement parses "
                                                    "(default: the middle of the score range)."),
+    workers: int = typer.Option(1, help="Server processes (each with its own micro-batcher and engine client)."),
     k: Optional[int] = typer.Option(None, help="Judgements sampled per request (voting)."),
     model: Optional[str] = typer.Option(None, help="Judge model name on the server."),
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible judge endpoint, e.g. http://localhost:8001/v1."),
@@ -373,9 +374,17 @@ def serve(
         settings = ServeSettings(host=host, port=port, api_key=api_key, batch_window_ms=batch_window_ms,
                                  max_batch=max_batch, max_items=max_items, max_body_bytes=max_body_bytes,
                                  request_timeout_s=request_timeout, labels_as_reference=not no_label_reference,
-                                 invalid_reward=invalid_reward)
+                                 invalid_reward=invalid_reward, workers=workers)
         reward = GRMReward(config_file=str(config) if config else None, k=k, model=model, base_url=base_url,
                            mode=mode)
+        if workers > 1:  # worker processes rebuild both from the environment (grm_plugin.server.app_from_env)
+            judge = {"GRM_K": k, "GRM_MODEL": model, "GRM_BASE_URL": base_url, "GRM_MODE": mode,
+                     "GRM_CONFIG_FILE": str(config.resolve()) if config else None}
+            os.environ.update({name: str(value) for name, value in judge.items() if value is not None})
+            for name, value in settings.model_dump(exclude_none=True).items():
+                if name == "api_key":
+                    value = settings.api_key.get_secret_value()
+                os.environ[f"GRM_SERVE_{name.upper()}"] = str(value)
     except ImportError as exc:
         raise _fail(f"error: {exc}", 2) from None
     except ValidationError as exc:

@@ -16,8 +16,8 @@ import contextlib
 import json
 import logging
 import math
+import re
 import time
-import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -29,6 +29,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError(f"`grm serve` needs the server extra: pip install 'grm-plugin[server]' ({exc})") from exc
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .batching import RowSlot
 from .config import format_validation_error
@@ -38,14 +39,18 @@ from .types import ScoreRequest
 
 logger = logging.getLogger(__name__)
 
+# Unicode category Cc (C0 controls, DEL, C1 controls) except tab, newline and carriage return.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
 # End-of-turn tokens a policy's decoded query may carry after the response (OpenRLHF decodes with special tokens).
 END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<|end|>", "</s>", "<eos>", "<|end_of_text|>")
 
 
-class ServeSettings(BaseModel):
-    """Settings of `grm serve` (the judge itself is configured by GRMConfig)."""
+class ServeSettings(BaseSettings):
+    """Settings of `grm serve` (the judge itself is configured by GRMConfig); also read from ``GRM_SERVE_*``
+    environment variables (how ``--workers`` hands them to its worker processes)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="GRM_SERVE_", extra="forbid")
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -59,6 +64,7 @@ class ServeSettings(BaseModel):
     invalid_reward: Optional[float] = Field(
         None, description="Reward when no judgement parses; None: the middle of the score range (score 0.5).")
     strip_end_tokens: bool = Field(True, description="Strip trailing end-of-turn tokens from the response.")
+    workers: int = Field(1, ge=1, description="Server processes (uvicorn workers), each with its own micro-batcher.")
 
 
 class GetRewardBody(BaseModel):
@@ -74,8 +80,10 @@ class GetRewardBody(BaseModel):
     @classmethod
     def _no_control_characters(cls, values: Optional[list[Optional[str]]]) -> Optional[list[Optional[str]]]:
         for i, value in enumerate(values or []):
-            if value and any(unicodedata.category(ch) == "Cc" and ch not in "\t\n\r" for ch in value):
-                raise ValueError(f"item {i} contains a control character (only tab, newline and CR are allowed)")
+            found = _CONTROL.search(value) if value else None
+            if found:
+                raise ValueError(f"item {i} contains control character {found.group()!r} at {found.start()} "
+                                 "(only tab, newline and CR are allowed)")
         return values
 
 
@@ -104,6 +112,21 @@ class Metrics:
         self.engine_errors = Counter("grm_engine_errors", "Micro-batches failed by the engine",
                                      registry=self.registry)
         self.inflight = Gauge("grm_inflight_requests", "Requests being served", registry=self.registry)
+        self.added = Histogram("grm_added_seconds", "Time a /get_reward request spent in the server outside the "
+                               "judge engine call of its micro-batch (window, queueing, parsing, voting)",
+                               buckets=(0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1, 5),
+                               registry=self.registry)
+
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    def count(self, endpoint: str, status: int, seconds: float) -> None:
+        """One answered request (label children cached: the hot path does no label lookups)."""
+        children = self._children.get((endpoint, status))
+        if children is None:
+            children = self._children[(endpoint, status)] = (self.requests.labels(endpoint, str(status)),
+                                                              self.latency.labels(endpoint))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -163,6 +186,7 @@ class MicroBatcher:
         if not batch:
             return
         self.metrics.batch_size.observe(len(batch))
+        dispatched = time.perf_counter()
         reward = self.reward
         columns = {reward.reference_column: [r.label for r in batch]}
         try:
@@ -179,7 +203,7 @@ class MicroBatcher:
                 self.metrics.valid_samples.inc(result.valid_samples)
         for i, rollout in enumerate(batch):
             if not rollout.future.done():
-                rollout.future.set_result((judged, i))
+                rollout.future.set_result((judged, i, dispatched))
 
 
 def _score_range(reward: RewardFunction) -> tuple[int, int]:
@@ -208,6 +232,51 @@ def openrlhf_entry(judged: RowJudgements, row: int, settings: ServeSettings,
             "grm_group_size": float(len(result.rewards)), "grm_cached": float(result.cached)}
     logs = {k: (v if math.isfinite(v) else -1.0) for k, v in logs.items()}  # JSON has no NaN
     return float(reward), float(score), logs
+
+
+_ENDPOINTS = frozenset({"/get_reward", "/v1/score", "/health", "/metrics"})
+
+
+class _Guard:
+    """Pure ASGI middleware (no per-request task, unlike ``@app.middleware``): bearer-token check, in-flight gauge,
+    request counts by endpoint and status, latency histogram; a crash in a handler is still a JSON 500 answer."""
+
+    def __init__(self, app: Any, settings: ServeSettings, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+        key = settings.api_key.get_secret_value() if settings.api_key is not None else None
+        self.expected = f"Bearer {key}".encode() if key is not None else None
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        endpoint = scope["path"] if scope["path"] in _ENDPOINTS else "other"  # bounded metric labels
+        started = time.perf_counter()
+        state = {"status": 500, "sent": False}
+
+        async def send_and_record(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                state["status"], state["sent"] = message["status"], True
+            await send(message)
+
+        self.metrics.inflight.inc()
+        try:
+            if self.expected is not None and endpoint != "/health":
+                headers = dict(scope.get("headers") or [])
+                if headers.get(b"authorization") != self.expected:
+                    response = _error(401, "missing or wrong bearer token (Authorization: Bearer <api key>)")
+                    await response(scope, receive, send_and_record)
+                    return
+            try:
+                await self.app(scope, receive, send_and_record)
+            except Exception as exc:  # a bug: still an answer, never a dropped connection
+                logger.exception("unhandled error on %s", endpoint)
+                if not state["sent"]:
+                    await _error(500, f"internal error: {type(exc).__name__}")(scope, receive, send_and_record)
+        finally:
+            self.metrics.inflight.dec()
+            self.metrics.count(endpoint, state["status"], time.perf_counter() - started)
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -265,29 +334,7 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None) ->
     app.state.metrics = metrics
     app.state.settings = settings
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Any) -> Any:
-        endpoint = request.url.path
-        started = time.perf_counter()
-        status = 500
-        metrics.inflight.inc()
-        try:
-            if settings.api_key is not None and endpoint != "/health":
-                expected = f"Bearer {settings.api_key.get_secret_value()}"
-                if request.headers.get("authorization") != expected:
-                    status = 401
-                    return _error(401, "missing or wrong bearer token (Authorization: Bearer <api key>)")
-            try:
-                response = await call_next(request)
-            except Exception as exc:  # pragma: no cover - a bug: still an answer, never a dropped connection
-                logger.exception("unhandled error on %s", endpoint)
-                response = _error(500, f"internal error: {type(exc).__name__}")
-            status = response.status_code
-            return response
-        finally:
-            metrics.inflight.dec()
-            metrics.requests.labels(endpoint, str(status)).inc()
-            metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+    app.add_middleware(_Guard, settings=settings, metrics=metrics)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -298,8 +345,8 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None) ->
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/get_reward")
     async def get_reward(request: Request) -> JSONResponse:
+        arrived = time.perf_counter()
         try:
             payload = await _read_json(request, settings.max_body_bytes)
             if not isinstance(payload, dict):
@@ -347,15 +394,19 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None) ->
                     rollout.future.cancel()
             return _error(503, f"judge engine failed: {exc}", retryable=True)
         rewards, scores, logs = [], [], []
-        for judged, row in outcomes:
+        for judged, row, _ in outcomes:
             value, score, extra = openrlhf_entry(judged, row, settings, score_range)
             rewards.append(value)
             scores.append(score)
             logs.append(extra)
         extra_logs = {key: sum(entry[key] for entry in logs) / len(logs) for key in logs[0]}
-        return JSONResponse({"rewards": rewards, "scores": scores, "extra_logs": extra_logs})
+        judge_seconds = max(judged.seconds for judged, _, _ in outcomes)
+        waited = max(dispatched for _, _, dispatched in outcomes) - arrived
+        metrics.added.observe(max(0.0, time.perf_counter() - arrived - judge_seconds))
+        return JSONResponse({"rewards": rewards, "scores": scores, "extra_logs": extra_logs},
+                            headers={"X-GRM-Judge-Seconds": f"{judge_seconds:.6f}",
+                                     "X-GRM-Wait-Seconds": f"{waited:.6f}"})
 
-    @app.post("/v1/score")
     async def score(request: Request) -> JSONResponse:
         try:
             payload = await _read_json(request, settings.max_body_bytes)
@@ -383,6 +434,10 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None) ->
             return _error(503, f"judge engine failed: {exc}", retryable=True)
         return JSONResponse({"results": [r.model_dump(mode="json") for r in results]})
 
+    # Plain Starlette routes: both handlers read and validate their bodies themselves (clear 4xx messages), so
+    # FastAPI's per-request dependency solving would only cost CPU on the hot path.
+    app.add_route("/get_reward", get_reward, methods=["POST"])
+    app.add_route("/v1/score", score, methods=["POST"])
     return app
 
 
@@ -398,13 +453,27 @@ def strip_end_tokens(text: str) -> str:
     return stripped
 
 
+def app_from_env() -> FastAPI:
+    """The app a ``--workers`` process builds: the judge from GRM_* variables / GRM_CONFIG_FILE, the server from
+    GRM_SERVE_* variables."""
+    from .grm import GRMReward
+
+    return create_app(GRMReward(), ServeSettings())
+
+
 def serve(reward: RewardFunction, settings: ServeSettings) -> None:
-    """Run the server until interrupted (SIGINT/SIGTERM drain in-flight requests first)."""
+    """Run the server until interrupted (SIGINT/SIGTERM drain in-flight requests first). With ``workers > 1`` each
+    uvicorn worker process rebuilds the reward from the environment (``app_from_env``), so pass the judge's
+    configuration as GRM_* variables or a config file (the CLI does that for its options)."""
     import uvicorn
 
-    uvicorn.run(create_app(reward, settings), host=settings.host, port=settings.port, log_level="info",
-                timeout_graceful_shutdown=settings.request_timeout_s)
+    kwargs = dict(host=settings.host, port=settings.port, log_level="info",
+                  timeout_graceful_shutdown=int(math.ceil(settings.request_timeout_s)))
+    if settings.workers > 1:
+        uvicorn.run("grm_plugin.server:app_from_env", factory=True, workers=settings.workers, **kwargs)
+    else:
+        uvicorn.run(create_app(reward, settings), **kwargs)
 
 
-__all__ = ["END_TOKENS", "GetRewardBody", "MicroBatcher", "ServeSettings", "create_app", "openrlhf_entry", "serve",
+__all__ = ["END_TOKENS", "GetRewardBody", "MicroBatcher", "ServeSettings", "app_from_env", "create_app", "openrlhf_entry", "serve",
            "strip_end_tokens"]

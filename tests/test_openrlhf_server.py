@@ -241,3 +241,87 @@ def test_metrics_are_prometheus_text(server):
     for name in ("grm_requests_total", "grm_request_seconds_bucket", "grm_batch_rollouts_bucket",
                  "grm_judge_samples_total", "grm_judge_valid_samples_total", "grm_engine_errors_total"):
         assert name in text
+
+
+# --- the `grm serve` command: workers and graceful shutdown ------------------------------------------------------------
+
+
+def _grm_serve(*args: str):
+    import os
+    import subprocess
+    import sys
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRM_")}
+    process = subprocess.Popen([sys.executable, "-m", "grm_plugin.cli", "serve", "--port", str(port), *args],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        assert process.poll() is None, process.stdout.read()
+        assert time.monotonic() < deadline, "grm serve did not come up"
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+
+
+def test_grm_serve_workers_answer_requests_and_report_the_judge_time(judge):
+    process, url = _grm_serve("--base-url", judge.base_url, "--model", "sim", "--k", "2", "--workers", "2")
+    try:
+        responses = [httpx.post(f"{url}/get_reward", json=GOOD, timeout=30) for _ in range(6)]
+        assert all(r.status_code == 200 and len(r.json()["rewards"]) == 1 for r in responses)
+        assert all(float(r.headers["x-grm-judge-seconds"]) > 0 for r in responses)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_sigterm_drains_in_flight_requests_before_exiting():
+    import signal
+
+    with SimulatedJudge(noise=0.0, seed=0, delay_s=1.0) as slow:
+        process, url = _grm_serve("--base-url", slow.base_url, "--model", "sim", "--k", "1")
+
+        async def in_flight():
+            async with httpx.AsyncClient(timeout=30) as client:
+                calls = [client.post(f"{url}/get_reward", json={"query": [PROMPT + str(i)], "prompts": [PROMPT]})
+                         for i in range(8)]
+                sent = asyncio.gather(*calls)
+                await asyncio.sleep(0.4)  # the requests are in the server, waiting for the slow judge
+                process.send_signal(signal.SIGTERM)
+                return await sent
+
+        responses = asyncio.run(in_flight())
+        assert [r.status_code for r in responses] == [200] * 8
+        assert process.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after draining
+
+
+def test_the_openrlhf_example_script_serves_and_answers_openrlhfs_client(tmp_path):
+    """examples/openrlhf_remote_rm.sh with JUDGE=simulated: simulated judge, `grm serve`, one rollout sent by
+    OpenRLHF's client."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if shutil.which("curl") is None:
+        pytest.skip("the example script polls /health with curl")
+    ports = []
+    for _ in range(2):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        ports.append(sock.getsockname()[1])
+        sock.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRM_")}
+    env.update(JUDGE="simulated", GRM_PORT=str(ports[0]), JUDGE_PORT=str(ports[1]),
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
+    script = Path(__file__).resolve().parent.parent / "examples" / "openrlhf_remote_rm.sh"
+    result = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "'rewards': [" in result.stdout and "'scores': [" in result.stdout
