@@ -183,20 +183,10 @@ def _request(inputs: Any, responses: list[Any], reference_outputs: Any) -> Score
     return ScoreRequest(prompt=to_prompt(inputs), responses=responses, reference=to_reference(reference_outputs))
 
 
-def create_grm_evaluator(reward: RewardFunction | None = None, *, key: str = "grm_score",
-                         **grm_kwargs: Any) -> Callable[..., dict[str, Any]]:
-    """An openevals/LangSmith evaluator function judging ``outputs`` as an answer to ``inputs`` (``reward`` or
-    ``GRMReward(**grm_kwargs)``; the default is the embedded smoke-test judge)."""
-    judge = _reward(reward, grm_kwargs)
-
-    def evaluator(*, inputs: Any = None, outputs: Any, reference_outputs: Any = None, **kwargs: Any) -> dict:
-        request = _request(inputs, [to_response(outputs)], reference_outputs)
-        [result] = run_sync(judge.ascore([request]))
-        return _single(result, judge, key)
-
-    evaluator.__name__ = key
-    evaluator.reward = judge  # type: ignore[attr-defined]
-    return evaluator
+def _named(function: Callable[..., Any], key: str, judge: RewardFunction) -> Callable[..., Any]:
+    function.__name__ = key  # LangSmith and openevals name the feedback after the function
+    function.reward = judge  # type: ignore[attr-defined]
+    return function
 
 
 def create_async_grm_evaluator(reward: RewardFunction | None = None, *, key: str = "grm_score",
@@ -209,9 +199,19 @@ def create_async_grm_evaluator(reward: RewardFunction | None = None, *, key: str
         [result] = await judge.ascore([request])
         return _single(result, judge, key)
 
-    evaluator.__name__ = key
-    evaluator.reward = judge  # type: ignore[attr-defined]
-    return evaluator
+    return _named(evaluator, key, judge)
+
+
+def create_grm_evaluator(reward: RewardFunction | None = None, *, key: str = "grm_score",
+                         **grm_kwargs: Any) -> Callable[..., dict[str, Any]]:
+    """An openevals/LangSmith evaluator function judging ``outputs`` as an answer to ``inputs`` (``reward`` or
+    ``GRMReward(**grm_kwargs)``; the default is the embedded smoke-test judge)."""
+    aevaluator = create_async_grm_evaluator(reward, key=key, **grm_kwargs)
+
+    def evaluator(*, inputs: Any = None, outputs: Any, reference_outputs: Any = None, **kwargs: Any) -> dict:
+        return run_sync(aevaluator(inputs=inputs, outputs=outputs, reference_outputs=reference_outputs))
+
+    return _named(evaluator, key, aevaluator.reward)
 
 
 def _pair_outputs(outputs: Any, outputs_b: Any) -> list[Any]:
@@ -220,36 +220,6 @@ def _pair_outputs(outputs: Any, outputs_b: Any) -> list[Any]:
     if isinstance(outputs, (list, tuple)) and len(outputs) == 2 and _messages(outputs, "outputs") is None:
         return [to_response(outputs[0], "outputs[0]"), to_response(outputs[1], "outputs[1]")]
     raise TypeError("outputs: a pairwise evaluator needs two outputs: outputs=[a, b], or outputs=a and outputs_b=b")
-
-
-def create_pairwise_grm_evaluator(reward: RewardFunction | None = None, *, key: str = "grm_preference",
-                                  **grm_kwargs: Any) -> Callable[..., dict[str, Any]]:
-    """A pairwise evaluator: ``(*, inputs, outputs=[a, b] (or outputs=a, outputs_b=b), reference_outputs=None)`` ->
-    ``{"key", "score": 1 (A better) | 0 (B better) | 0.5 (tie), "value": "A"|"B"|None, "comment", "metadata":
-    {"margin": (mean A - mean B) / score span, ...}}``. Called as ``(runs, example)`` it is a LangSmith comparative
-    evaluator returning ``{"key", "scores": {run_id: 1|0|0.5}}``."""
-    judge = _reward(reward, grm_kwargs)
-
-    def evaluator(runs: Any = None, example: Any = None, *, inputs: Any = None, outputs: Any = None,
-                  outputs_b: Any = None, reference_outputs: Any = None, **kwargs: Any) -> dict:
-        if runs is not None:  # langsmith.evaluate_comparative
-            if len(runs) != 2:
-                raise TypeError(f"runs: a pairwise evaluator compares two runs, got {len(runs)}")
-            request = _request(example.inputs if example is not None else runs[0].inputs,
-                               [to_response(runs[0].outputs, "runs[0].outputs"),
-                                to_response(runs[1].outputs, "runs[1].outputs")],
-                               example.outputs if example is not None else None)
-            [result] = run_sync(judge.ascore([request]))
-            verdict = _pair(result, judge, key)
-            a, b = (verdict["score"], None if verdict["score"] is None else 1.0 - verdict["score"])
-            return {"key": key, "scores": {str(runs[0].id): a, str(runs[1].id): b}, "comment": verdict["comment"]}
-        request = _request(inputs, _pair_outputs(outputs, outputs_b), reference_outputs)
-        [result] = run_sync(judge.ascore([request]))
-        return _pair(result, judge, key)
-
-    evaluator.__name__ = key
-    evaluator.reward = judge  # type: ignore[attr-defined]
-    return evaluator
 
 
 def create_async_pairwise_grm_evaluator(reward: RewardFunction | None = None, *, key: str = "grm_preference",
@@ -263,9 +233,31 @@ def create_async_pairwise_grm_evaluator(reward: RewardFunction | None = None, *,
         [result] = await judge.ascore([request])
         return _pair(result, judge, key)
 
-    evaluator.__name__ = key
-    evaluator.reward = judge  # type: ignore[attr-defined]
-    return evaluator
+    return _named(evaluator, key, judge)
+
+
+def create_pairwise_grm_evaluator(reward: RewardFunction | None = None, *, key: str = "grm_preference",
+                                  **grm_kwargs: Any) -> Callable[..., dict[str, Any]]:
+    """A pairwise evaluator: ``(*, inputs, outputs=[a, b] (or outputs=a, outputs_b=b), reference_outputs=None)`` ->
+    ``{"key", "score": 1 (A better) | 0 (B better) | 0.5 (tie), "value": "A"|"B"|None, "comment", "metadata":
+    {"margin": (mean A - mean B) / score span, ...}}``. Called as ``(runs, example)`` it is a LangSmith comparative
+    evaluator returning ``{"key", "scores": {run_id: 1|0|0.5}}``."""
+    aevaluator = create_async_pairwise_grm_evaluator(reward, key=key, **grm_kwargs)
+
+    def evaluator(runs: Any = None, example: Any = None, *, inputs: Any = None, outputs: Any = None,
+                  outputs_b: Any = None, reference_outputs: Any = None, **kwargs: Any) -> dict:
+        if runs is None:
+            return run_sync(aevaluator(inputs=inputs, outputs=outputs, outputs_b=outputs_b,
+                                       reference_outputs=reference_outputs))
+        if len(runs) != 2:  # langsmith.evaluate_comparative
+            raise TypeError(f"runs: a pairwise evaluator compares two runs, got {len(runs)}")
+        verdict = run_sync(aevaluator(inputs=example.inputs if example is not None else runs[0].inputs,
+                                      outputs=runs[0].outputs, outputs_b=runs[1].outputs,
+                                      reference_outputs=example.outputs if example is not None else None))
+        a, b = verdict["score"], None if verdict["score"] is None else 1.0 - verdict["score"]
+        return {"key": key, "scores": {str(runs[0].id): a, str(runs[1].id): b}, "comment": verdict["comment"]}
+
+    return _named(evaluator, key, aevaluator.reward)
 
 
 # --- LangSmith RunEvaluator -----------------------------------------------------------------------------------------
