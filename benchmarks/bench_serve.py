@@ -12,11 +12,14 @@ Servers run in their own processes (uvicorn); the load generator is this process
 
 import argparse
 import asyncio
+import gc
 import json
 import multiprocessing
 import platform
 import socket
+import os
 import statistics
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -68,11 +71,18 @@ def run_server(port: int, judge_port: int, kind: str, window_ms: float, max_batc
 
 
 def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU seconds of process ``pid`` (None: this process)."""
+    """User + system CPU seconds of process ``pid`` (None: this process) and its live child processes."""
     import psutil
 
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
+    process = psutil.Process(pid)
+    total = 0.0
+    for each in [process, *(process.children(recursive=True) if pid is not None else [])]:
+        try:
+            times = each.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def histogram_quantiles(text: str, name: str, quantiles: Sequence[float]) -> list[float | None]:
@@ -132,7 +142,12 @@ async def load(url: str, requests: int, concurrency: int) -> dict[str, Any]:
                 latencies.append(time.perf_counter() - started)
 
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        gc.collect()
+        gc.disable()  # the load generator is not under test: keep its collector pauses out of the latencies
+        try:
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+        finally:
+            gc.enable()
         elapsed = time.perf_counter() - started
     ordered = sorted(latencies)
     added.sort()
@@ -167,11 +182,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     try:
         for kind in args.kinds.split(","):
             port = free_port()
-            server = context.Process(target=run_server, args=(port, judge_port, kind, args.window_ms, args.max_batch),
-                                     daemon=True)
-            server.start()
+            if kind.startswith("grm-serve-workers-"):  # the CLI with uvicorn worker processes
+                env = {k: v for k, v in os.environ.items() if not k.startswith("GRM_")} | {"GRM_CACHE_SIZE": "0"}
+                server = subprocess.Popen(
+                    [sys.executable, "-m", "grm_plugin.cli", "serve", "--port", str(port), "--workers",
+                     kind.rsplit("-", 1)[1], "--base-url", f"http://127.0.0.1:{judge_port}/v1", "--model", "sim",
+                     "--k", "1", "--batch-window-ms", str(args.window_ms), "--max-batch", str(args.max_batch)],
+                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            else:
+                server = context.Process(target=run_server,
+                                         args=(port, judge_port, kind, args.window_ms, args.max_batch), daemon=True)
+                server.start()
             try:
-                wait_up(f"http://127.0.0.1:{port}/health" if kind == "grm-serve" else f"http://127.0.0.1:{port}/docs")
+                wait_up(f"http://127.0.0.1:{port}/health" if kind.startswith("grm-serve")
+                        else f"http://127.0.0.1:{port}/docs")
                 before = httpx2.get(f"http://127.0.0.1:{judge_port}/stats").json()
                 cpu_before = {name: cpu_seconds(pid) for name, pid in
                               (("server", server.pid), ("judge", judge.pid), ("client", None))}
@@ -191,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 rows.append({"server": kind, **result})
             finally:
                 server.terminate()
-                server.join(timeout=10)
+                server.wait(timeout=30) if isinstance(server, subprocess.Popen) else server.join(timeout=10)
     finally:
         judge.terminate()
     header = ["server", "requests", "conc.", "req/s", "p50 ms", "p99 ms", "added p50/p99 ms (client)",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import math
@@ -65,6 +66,8 @@ class ServeSettings(BaseSettings):
         None, description="Reward when no judgement parses; None: the middle of the score range (score 0.5).")
     strip_end_tokens: bool = Field(True, description="Strip trailing end-of-turn tokens from the response.")
     workers: int = Field(1, ge=1, description="Server processes (uvicorn workers), each with its own micro-batcher.")
+    tune_gc: bool = Field(True, description="Freeze the objects alive at startup (gc.freeze) and run full garbage "
+                                            "collections less often while serving: shorter event-loop pauses.")
 
 
 class GetRewardBody(BaseModel):
@@ -323,11 +326,23 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None) ->
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        threshold = gc.get_threshold()
+        if settings.tune_gc:
+            # Everything imported and built so far lives for the whole process: move it out of the collector's
+            # reach. Otherwise every full (generation 2) collection walks those objects and pauses the event loop
+            # for ~100 ms under load (measured), which is where the p99 latency went. Full collections of what is
+            # alive under load still take ~40 ms, so they run 10x less often (young generations as usual).
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(threshold[0], threshold[1], 100)
         batcher.start()
         try:
             yield
         finally:
             await batcher.stop()  # uvicorn has drained in-flight requests by now; finish what is queued
+            if settings.tune_gc:
+                gc.set_threshold(*threshold)
+                gc.unfreeze()
 
     app = FastAPI(title="grm-plugin reward server", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.batcher = batcher
