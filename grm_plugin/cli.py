@@ -341,6 +341,60 @@ def score(
         sys.stdout.flush()
 
 
+@app.command("eval")
+def evaluate(
+    data: str = typer.Option(..., "--data", "-d", help="JSONL/JSON/parquet file, a saved datasets folder, or a hub id "
+                             "(pairwise: prompt, chosen, rejected[, subset]; multi: prompt, responses, best)."),
+    k: str = typer.Option("1,2,4,8", "--k", help="Comma-separated k values; one set of max(k) samples per item."),
+    out: Path = typer.Option(Path("grm-eval"), "--out", "-o", help="Folder for report.json, report.md, scaling.png "
+                             "and the resumable samples.jsonl."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N items."),
+    draws: int = typer.Option(200, help="Random k-subsets per item for each k below max(k)."),
+    position_bias: bool = typer.Option(True, "--position-bias/--no-position-bias",
+                                       help="Also measure accuracy with the better response first vs second."),
+    model: Optional[str] = typer.Option(None, help="Judge model name on the server."),
+    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible judge endpoint."),
+    template: Optional[str] = typer.Option(None, help="deepseek-grm, deepseek-grm-single, tagged, or a file."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML/JSON config file (GRMConfig fields)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Measure a judge: expected accuracy at each k (voting@k from one set of samples), per subset, position bias.
+
+    Resumable: samples are appended to OUT/samples.jsonl as they finish; run the same command again to continue.
+    """
+    from .evaluation import load_items, run_eval
+
+    try:
+        ks = sorted({int(x) for x in k.split(",") if x.strip()})
+        if not ks or ks[0] < 1:
+            raise ValueError
+    except ValueError:
+        raise _fail(f"error: --k: expected comma-separated positive integers, got {k!r}", 2) from None
+    try:
+        reward = GRMReward(config_file=str(config) if config else None, model=model, base_url=base_url,
+                           template=template)
+        items = load_items(data, limit=limit)
+    except (GRMError, ImportError) as exc:
+        raise _fail(f"error: {exc}", 2) from None
+    if not items:
+        raise _fail(f"error: --data: {data!r} holds no items", 2)
+    progress = None
+    if not quiet:
+        from tqdm import tqdm
+
+        progress = tqdm(total=len(items), unit="item", desc=f"judging (k={ks[-1]})", file=sys.stderr)
+    try:
+        run_eval(reward, items, ks, out, draws=draws, with_position_bias=position_bias, progress=progress)
+    except GRMError as exc:
+        raise _fail(f"error: {exc} (samples so far are kept in {out / 'samples.jsonl'}; run again to resume)", 1) \
+            from None
+    finally:
+        if progress is not None:
+            progress.close()
+    typer.echo((out / "report.md").read_text())
+    typer.echo(f"wrote {out / 'report.json'}, {out / 'report.md'}, {out / 'scaling.png'}")
+
+
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to bind (127.0.0.1: this machine only; 0.0.0.0: all)."),

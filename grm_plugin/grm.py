@@ -144,6 +144,10 @@ class GRMReward(RewardFunction):
     def on_engine_error(self) -> str:  # type: ignore[override]
         return self.config.on_engine_error
 
+    def with_settings(self, **changes: Any) -> "GRMReward":
+        """A GRMReward with some settings changed (e.g. ``k``, ``shuffle``) and the same engine."""
+        return GRMReward(self.config.replace(**changes), backend=self._backend_override)
+
     # -- pickling by configuration (clients are made lazily in the process and loop that uses them) -------------
     def __getstate__(self) -> dict[str, Any]:
         return {"config": self.config, "backend": self._backend_override}
