@@ -16,6 +16,7 @@ import gc
 import json
 import multiprocessing
 import platform
+import random
 import socket
 import os
 import statistics
@@ -110,9 +111,11 @@ def wait_up(url: str, timeout: float = 60) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-async def load(url: str, requests: int, concurrency: int) -> dict[str, Any]:
-    """Closed-loop load: ``concurrency`` workers, each sending one single-rollout request after the other over one
-    pooled aiohttp session (the client library OpenRLHF uses; it is lighter than httpx on this CPU budget)."""
+async def load(url: str, requests: int, concurrency: int, rate: float | None = None) -> dict[str, Any]:
+    """``requests`` single-rollout requests over one pooled aiohttp session (the client library OpenRLHF uses; it
+    is lighter than httpx on this CPU budget). Closed loop (``rate`` None): ``concurrency`` workers, each sending
+    its next request as soon as the last one is answered. Open loop: requests arrive as a Poisson process of
+    ``rate`` per second (rollouts finishing generation at independent times), at most ``concurrency`` in flight."""
     import aiohttp
 
     latencies: list[float] = []
@@ -123,29 +126,53 @@ async def load(url: str, requests: int, concurrency: int) -> dict[str, Any]:
     next_id = iter(range(requests))
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=180)) as session:
+        async def one(i: int) -> None:
+            body = {"query": [f"{PROMPT}Sample {i} of the sea."], "prompts": [PROMPT], "labels": [""]}
+            started = time.perf_counter()
+            try:
+                async with session.post(url, json=body) as response:
+                    statuses[response.status] += 1
+                    data = await response.json()
+                    if response.status == 200 and len(data["rewards"]) == 1:
+                        answered[i] += 1
+                        judge_s = response.headers.get("X-GRM-Judge-Seconds")
+                        if judge_s is not None:
+                            added.append(time.perf_counter() - started - float(judge_s))
+                            waits.append(float(response.headers["X-GRM-Wait-Seconds"]))
+            except aiohttp.ClientError:
+                statuses[-1] += 1
+            latencies.append(time.perf_counter() - started)
+
         async def worker() -> None:
             for i in next_id:
-                body = {"query": [f"{PROMPT}Sample {i} of the sea."], "prompts": [PROMPT], "labels": [""]}
-                started = time.perf_counter()
-                try:
-                    async with session.post(url, json=body) as response:
-                        statuses[response.status] += 1
-                        data = await response.json()
-                        if response.status == 200 and len(data["rewards"]) == 1:
-                            answered[i] += 1
-                            judge_s = response.headers.get("X-GRM-Judge-Seconds")
-                            if judge_s is not None:
-                                added.append(time.perf_counter() - started - float(judge_s))
-                                waits.append(float(response.headers["X-GRM-Wait-Seconds"]))
-                except aiohttp.ClientError:
-                    statuses[-1] += 1
-                latencies.append(time.perf_counter() - started)
+                await one(i)
+
+        async def open_loop() -> None:
+            gate = asyncio.Semaphore(concurrency)
+            arrivals = random.Random(0)
+            tasks = []
+
+            async def gated(i: int) -> None:
+                async with gate:
+                    await one(i)
+
+            loop = asyncio.get_running_loop()
+            due = loop.time()
+            for i in range(requests):  # an absolute schedule, so sleeping late does not lower the rate
+                due += arrivals.expovariate(rate)
+                if due > loop.time():
+                    await asyncio.sleep(due - loop.time())
+                tasks.append(asyncio.create_task(gated(i)))
+            await asyncio.gather(*tasks)
 
         started = time.perf_counter()
         gc.collect()
         gc.disable()  # the load generator is not under test: keep its collector pauses out of the latencies
         try:
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            if rate is None:
+                await asyncio.gather(*(worker() for _ in range(concurrency)))
+            else:
+                await open_loop()
         finally:
             gc.enable()
         elapsed = time.perf_counter() - started
@@ -169,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--window-ms", type=float, default=15.0)
     parser.add_argument("--max-batch", type=int, default=256)
     parser.add_argument("--kinds", default="grm-serve,serve_rm-style")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="open loop: Poisson arrivals per second (default: closed loop at --concurrency)")
     parser.add_argument("--judge-delay", type=float, default=0.0,
                         help="seconds the simulated judge takes per request (0: measure the server's own ceiling)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "serve_load.json"))
@@ -199,7 +228,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 before = httpx2.get(f"http://127.0.0.1:{judge_port}/stats").json()
                 cpu_before = {name: cpu_seconds(pid) for name, pid in
                               (("server", server.pid), ("judge", judge.pid), ("client", None))}
-                result = asyncio.run(load(f"http://127.0.0.1:{port}/get_reward", args.requests, args.concurrency))
+                result = asyncio.run(load(f"http://127.0.0.1:{port}/get_reward", args.requests, args.concurrency,
+                                          args.rate))
                 result["cpu_ms_per_request"] = {
                     name: 1000 * (cpu_seconds(pid) - cpu_before[name]) / args.requests
                     for name, pid in (("server", server.pid), ("judge", judge.pid), ("client", None))}
