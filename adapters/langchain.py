@@ -130,9 +130,7 @@ def _range(reward: RewardFunction) -> tuple[int, int]:
 
 
 def _means(result: ScoreResult) -> list[float] | None:
-    if result.votes is None or not result.valid_samples:
-        return None
-    return [v / result.valid_samples for v in result.votes]
+    return result.mean_scores
 
 
 def _comment(result: ScoreResult, labels: Sequence[str] | None = None) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal, Optional, Union
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -91,6 +91,8 @@ class GRMConfig(BaseSettings):
     score_range: tuple[int, int] = Field((1, 10), description="Inclusive range of a valid score.")
     reward_scale: Literal["mean", "sum", "unit"] = Field(
         "mean", description="'mean': average valid score; 'sum': the paper's raw votes; 'unit': mean mapped to 0..1.")
+    k_meta: Optional[int] = Field(None, ge=1, description="With a meta RM: judgements kept for voting (the top "
+                                                          "k_meta by meta score); default k/2, rounded up.")
     on_no_valid: Union[Literal["none", "raise"], float] = Field(
         "none", description="Reward when no sample parses: 'none' (None), 'raise', or a fixed number.")
     cache_size: int = Field(4096, ge=0, description="Results kept in the LRU cache of identical requests (0 = off).")
@@ -152,7 +154,7 @@ class GRMConfig(BaseSettings):
     def judge_fingerprint(self) -> str:
         """The fields that change what the judge returns, as a string (part of the cache key)."""
         fields = ("engine", "model", "base_url", "gguf_file", "k", "temperature", "top_p", "max_tokens", "seed", "template",
-                  "shuffle", "score_range", "reward_scale", "on_no_valid", "structured_output", "extra_body")
+                  "shuffle", "score_range", "reward_scale", "on_no_valid", "structured_output", "extra_body", "k_meta")
         return json.dumps({f: getattr(self, f) for f in fields}, sort_keys=True, default=str)
 
     @classmethod

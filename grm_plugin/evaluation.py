@@ -59,6 +59,7 @@ class ItemSamples:
     scores: list[Optional[list[int]]] = field(default_factory=list)
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    meta: list[Optional[float]] = field(default_factory=list)  # meta RM scores per sample, with a meta RM
 
 
 # --- loading -------------------------------------------------------------------------------------------------------
@@ -144,6 +145,9 @@ def collect_samples(reward: Any, items: Sequence[EvalItem], cache_file: Path | N
     from .types import ScoreRequest
 
     key = reward.config.judge_fingerprint() if hasattr(reward, "config") else "reward"
+    meta_rm = getattr(reward, "meta_rm", None)
+    if meta_rm is not None:
+        key += f"|meta:{getattr(meta_rm, 'name', type(meta_rm).__name__)}"
     done: dict[str, ItemSamples] = {}
     if cache_file is not None and cache_file.is_file():
         for line in cache_file.read_text(encoding="utf-8").splitlines():
@@ -171,7 +175,8 @@ def collect_samples(reward: Any, items: Sequence[EvalItem], cache_file: Path | N
             for item, result in zip(chunk, results):
                 samples = ItemSamples(item.id, item.subset, len(item.responses), item.best,
                                       [j.scores if j.valid else None for j in result.judgements],
-                                      result.prompt_tokens, result.completion_tokens)
+                                      result.prompt_tokens, result.completion_tokens,
+                                      [j.meta_score for j in result.judgements] if meta_rm is not None else [])
                 out[item.id] = samples
                 if handle is not None:
                     handle.write(json.dumps({**asdict(samples), "judge": key}) + "\n")
@@ -208,11 +213,17 @@ def subsets(k_max: int, k: int, draws: int, seed: int) -> list[list[int]]:
     return [sorted(rng.sample(range(k_max), k)) for _ in range(draws)]
 
 
-def item_accuracy(samples: ItemSamples, chosen: Sequence[Sequence[int]]) -> float:
-    """Expected accuracy of one item, averaged over the given sample subsets (votes = summed valid scores)."""
+def item_accuracy(samples: ItemSamples, chosen: Sequence[Sequence[int]], meta: bool = False) -> float:
+    """Expected accuracy of one item, averaged over the given sample subsets (votes = summed valid scores). With
+    ``meta``, only the top ceil(k/2) valid samples of each subset by meta RM score are voted (meta@k)."""
     total = 0.0
     for subset in chosen:
-        valid = [samples.scores[i] for i in subset if i < len(samples.scores) and samples.scores[i] is not None]
+        indices = [i for i in subset if i < len(samples.scores) and samples.scores[i] is not None]
+        if meta:
+            kept = sorted(indices, key=lambda i: (-(samples.meta[i] if samples.meta[i] is not None else -math.inf),
+                                                  i))[:-(-len(subset) // 2)]
+            indices = sorted(kept)
+        valid = [samples.scores[i] for i in indices]
         votes = [sum(s[r] for s in valid) for r in range(samples.n)] if valid else None
         total += expected_correct(votes, samples.best, samples.n)
     return total / len(chosen)
@@ -257,10 +268,17 @@ def accuracy_curve(all_samples: Sequence[ItemSamples], ks: Sequence[int], draws:
         rng = random.Random(f"boot:{seed}:{k}")
         boots = sorted(_mean([per_item[rng.randrange(len(per_item))] for _ in per_item]) for _ in range(bootstrap))
         per_subset = {name: _mean(values) for name, values in sorted(by_subset.items())}
-        rows.append({"k": k, "accuracy": _mean(per_item),
-                     "ci95": [boots[int(0.025 * (bootstrap - 1))], boots[int(0.975 * (bootstrap - 1))]],
-                     "per_subset": per_subset,
-                     "rewardbench": rewardbench_score(per_subset, {n: len(v) for n, v in by_subset.items()})})
+        row = {"k": k, "accuracy": _mean(per_item),
+               "ci95": [boots[int(0.025 * (bootstrap - 1))], boots[int(0.975 * (bootstrap - 1))]],
+               "per_subset": per_subset,
+               "rewardbench": rewardbench_score(per_subset, {n: len(v) for n, v in by_subset.items()})}
+        if all(s.meta for s in all_samples):  # meta RM guided voting from the same samples
+            meta_items = [item_accuracy(s, chosen, meta=True) for s in all_samples]
+            boots = sorted(_mean([meta_items[rng.randrange(len(meta_items))] for _ in meta_items])
+                           for _ in range(bootstrap))
+            row.update(meta_accuracy=_mean(meta_items),
+                       meta_ci95=[boots[int(0.025 * (bootstrap - 1))], boots[int(0.975 * (bootstrap - 1))]])
+        rows.append(row)
     return rows
 
 
@@ -332,9 +350,13 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [f"# GRM evaluation: {report['items']} items, k up to {report['k_max']}", "",
              f"Parse-valid rate {report['parse_valid_rate']:.3f}; judge tokens per item "
              f"{report['judge_tokens_per_item']:.0f}; sampling wall time {report['wall_s']:.1f} s.", "",
-             "| k | accuracy | 95% CI |", "|---|---|---|"]
+             "| k | accuracy | 95% CI |" + (" meta@k | 95% CI |" if "meta_accuracy" in report["curve"][0] else ""),
+             "|---|---|---|" + ("---|---|" if "meta_accuracy" in report["curve"][0] else "")]
     for row in report["curve"]:
-        lines.append(f"| {row['k']} | {row['accuracy']:.3f} | {row['ci95'][0]:.3f} - {row['ci95'][1]:.3f} |")
+        line = f"| {row['k']} | {row['accuracy']:.3f} | {row['ci95'][0]:.3f} - {row['ci95'][1]:.3f} |"
+        if "meta_accuracy" in row:
+            line += f" {row['meta_accuracy']:.3f} | {row['meta_ci95'][0]:.3f} - {row['meta_ci95'][1]:.3f} |"
+        lines.append(line)
     subsets_ = sorted(report["curve"][0]["per_subset"])
     lines += ["", "| subset | " + " | ".join(f"k={r['k']}" for r in report["curve"]) + " |",
               "|---|" + "---|" * len(report["curve"])]
@@ -368,6 +390,10 @@ def plot_curve(report: dict[str, Any], path: Path) -> None:
     figure, axis = plt.subplots(figsize=(5, 3.5), dpi=120)
     axis.plot(ks, acc, marker="o", label="voting@k")
     axis.fill_between(ks, low, high, alpha=0.2, label="95% CI")
+    if "meta_accuracy" in report["curve"][0]:
+        axis.plot(ks, [row["meta_accuracy"] for row in report["curve"]], marker="s", label="meta RM guided@k")
+        axis.fill_between(ks, [row["meta_ci95"][0] for row in report["curve"]],
+                          [row["meta_ci95"][1] for row in report["curve"]], alpha=0.15)
     axis.set_xscale("log", base=2)
     axis.set_xticks(ks, [str(k) for k in ks])
     axis.set_xlabel("k (sampled judgements)")

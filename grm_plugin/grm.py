@@ -92,6 +92,7 @@ class GRMReward(RewardFunction):
         *,
         backend: Backend | None = None,
         chat_model: Any = None,
+        meta_rm: Any = None,
         config_file: str | None = None,
         **overrides: Any,
     ) -> None:
@@ -120,7 +121,14 @@ class GRMReward(RewardFunction):
         self._backend_override = backend
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
         self.cache: LRUCache[ScoreResult] = LRUCache(config.cache_size)
-        self._config_key = config.judge_fingerprint()
+        if meta_rm is not None and not callable(getattr(meta_rm, "arate", None)):
+            raise ConfigError(f"meta_rm must be a MetaRM (an object with async arate(request, judgements)), got "
+                              f"{type(meta_rm).__name__}")
+        if meta_rm is not None and config.k_meta is not None and config.k_meta > config.k:
+            raise ConfigError(f"k_meta: {config.k_meta} judgements cannot be kept out of k={config.k}")
+        self.meta_rm = meta_rm
+        self._config_key = config.judge_fingerprint() + (f"|meta:{getattr(meta_rm, 'name', repr(meta_rm))}"
+                                                         if meta_rm is not None else "")
         self.__name__ = "grm_reward"
 
     # -- RewardFunction's batching knobs come from the config ---------------------------------------------------
@@ -145,15 +153,15 @@ class GRMReward(RewardFunction):
         return self.config.on_engine_error
 
     def with_settings(self, **changes: Any) -> "GRMReward":
-        """A GRMReward with some settings changed (e.g. ``k``, ``shuffle``) and the same engine."""
-        return GRMReward(self.config.replace(**changes), backend=self._backend_override)
+        """A GRMReward with some settings changed (e.g. ``k``, ``shuffle``) and the same engine and meta RM."""
+        return GRMReward(self.config.replace(**changes), backend=self._backend_override, meta_rm=self.meta_rm)
 
     # -- pickling by configuration (clients are made lazily in the process and loop that uses them) -------------
     def __getstate__(self) -> dict[str, Any]:
-        return {"config": self.config, "backend": self._backend_override}
+        return {"config": self.config, "backend": self._backend_override, "meta_rm": self.meta_rm}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["config"], backend=state["backend"])  # type: ignore[misc]
+        self.__init__(state["config"], backend=state["backend"], meta_rm=state.get("meta_rm"))  # type: ignore[misc]
 
     def __repr__(self) -> str:
         c = self.config
@@ -270,7 +278,10 @@ class GRMReward(RewardFunction):
             for p, batch in zip(prompts, batches)
             for completion in batch[0]
         ]
-        result = self._aggregate(request, judgements, rng)
+        used = None
+        if self.meta_rm is not None:
+            judgements, used = await self._meta_guided(request, judgements)
+        result = self._aggregate(request, judgements, rng, used)
         if result.valid_samples:
             self.cache.put(key, result)
         return result
@@ -285,22 +296,47 @@ class GRMReward(RewardFunction):
         return Judgement(valid=True, principles=parsed.principles, critique=parsed.critique,
                          scores=unshuffle(parsed.scores, order), **common)
 
-    def _aggregate(self, request: ScoreRequest, judgements: list[Judgement], rng: random.Random) -> ScoreResult:
+    async def _meta_guided(self, request: ScoreRequest,
+                           judgements: list[Judgement]) -> tuple[list[Judgement], list[int]]:
+        """Meta RM guided voting: rate the valid judgements, keep the top k_meta (default k/2) for the vote; the meta
+        scores are kept on every rated judgement."""
+        from .meta_rm import keep_top
+
+        valid = [i for i, j in enumerate(judgements) if j.valid and j.scores is not None]
+        if not valid:
+            return judgements, []
+        rated = await self.meta_rm.arate(request, [judgements[i] for i in valid])
+        if len(rated) != len(valid):
+            raise ValueError(f"meta RM {getattr(self.meta_rm, 'name', self.meta_rm)!r} returned {len(rated)} scores "
+                             f"for {len(valid)} judgements")
+        scores = [float("-inf")] * len(judgements)
+        updated = list(judgements)
+        for i, score in zip(valid, rated):
+            scores[i] = float(score)
+            updated[i] = judgements[i].model_copy(update={"meta_score": float(score)})
+        k_meta = self.config.k_meta or -(-self.config.k // 2)
+        return updated, keep_top(updated, scores, k_meta)
+
+    def _aggregate(self, request: ScoreRequest, judgements: list[Judgement], rng: random.Random,
+                   used: list[int] | None = None) -> ScoreResult:
         c = self.config
         n = request.n_responses
-        valid = [j.scores for j in judgements if j.valid and j.scores is not None]
+        chosen = range(len(judgements)) if used is None else used
+        valid = [judgements[i].scores for i in chosen if judgements[i].valid and judgements[i].scores is not None]
         counters = dict(
             judgements=judgements,
             samples=len(judgements),
-            valid_samples=len(valid),
+            valid_samples=sum(1 for j in judgements if j.valid and j.scores is not None),
             prompt_tokens=sum(j.prompt_tokens for j in judgements),
             completion_tokens=sum(j.completion_tokens for j in judgements),
             metadata=request.metadata,
+            meta_kept=None if used is None else list(used),
         )
         if valid:
             votes = vote_sum(valid, n)
             rewards: list[float | None] = list(scale_rewards(votes, len(valid), c.reward_scale, c.score_range))
-            return ScoreResult(rewards=rewards, votes=votes, best=pick_best(votes, rng), **counters)
+            return ScoreResult(rewards=rewards, votes=votes, best=pick_best(votes, rng), voted_samples=len(valid),
+                               **counters)
         if c.on_no_valid == "raise":
             errors = "; ".join(sorted({j.error or "" for j in judgements}))[:500]
             raise NoValidJudgementError(f"none of the {len(judgements)} sampled judgement(s) could be parsed "

@@ -222,7 +222,8 @@ def openrlhf_entry(judged: RowJudgements, row: int, settings: ServeSettings,
     low, high = score_range
     reward = result.rewards[slot.response]
     valid = result.valid_samples
-    mean = (result.votes[slot.response] / valid) if (result.votes is not None and valid) else None
+    means = result.mean_scores
+    mean = means[slot.response] if means is not None else None
     if reward is None or mean is None:
         score = 0.5
         reward = settings.invalid_reward if settings.invalid_reward is not None else (low + high) / 2

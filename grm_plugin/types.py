@@ -144,6 +144,8 @@ class ScoreResult(BaseModel):
         best: index of the best response (argmax of votes, ties broken by a seeded coin), None without valid samples.
         judgements: every sampled judgement, valid or not.
         samples / valid_samples: how many judgements were drawn and how many parsed.
+        voted_samples: how many parsed judgements the votes sum over (all of them, or the top k_meta with a meta RM).
+        meta_kept: with a meta RM, the indices (into ``judgements``) of the judgements that were voted.
         prompt_tokens / completion_tokens: judge tokens spent on this request (0 when served from the cache).
         cached: whether the result came from the cache without engine calls.
     """
@@ -154,10 +156,20 @@ class ScoreResult(BaseModel):
     judgements: list[Judgement] = Field(default_factory=list)
     samples: int = 0
     valid_samples: int = 0
+    voted_samples: int = 0
+    meta_kept: list[int] | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached: bool = False
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def mean_scores(self) -> list[float] | None:
+        """Each response's mean score over the voted samples (None without valid samples)."""
+        voted = self.voted_samples or self.valid_samples
+        if self.votes is None or not voted:
+            return None
+        return [v / voted for v in self.votes]
 
     @property
     def parse_valid_rate(self) -> float:
