@@ -352,6 +352,8 @@ def evaluate(
     draws: int = typer.Option(200, help="Random k-subsets per item for each k below max(k)."),
     position_bias: bool = typer.Option(True, "--position-bias/--no-position-bias",
                                        help="Also measure accuracy with the better response first vs second."),
+    meta_rm: Optional[Path] = typer.Option(None, "--meta-rm", help="A local sequence-classification meta RM folder: "
+                                           "the report adds meta@k (top ceil(k/2) samples by meta score, voted)."),
     model: Optional[str] = typer.Option(None, help="Judge model name on the server."),
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible judge endpoint."),
     template: Optional[str] = typer.Option(None, help="deepseek-grm, deepseek-grm-single, tagged, or a file."),
@@ -371,10 +373,17 @@ def evaluate(
     except ValueError:
         raise _fail(f"error: --k: expected comma-separated positive integers, got {k!r}", 2) from None
     try:
+        meta = None
+        if meta_rm is not None:
+            if not meta_rm.is_dir():
+                raise _fail(f"error: --meta-rm: {str(meta_rm)!r} is not a folder with a sequence-classification model", 2)
+            from .meta_rm import TransformersMetaRM
+
+            meta = TransformersMetaRM(str(meta_rm))
         reward = GRMReward(config_file=str(config) if config else None, model=model, base_url=base_url,
-                           template=template)
+                           template=template, meta_rm=meta)
         items = load_items(data, limit=limit)
-    except (GRMError, ImportError) as exc:
+    except (GRMError, ImportError, OSError) as exc:
         raise _fail(f"error: {exc}", 2) from None
     if not items:
         raise _fail(f"error: --data: {data!r} holds no items", 2)

@@ -81,19 +81,26 @@ def test_meta_rm_prompt_follows_the_paper_layout():
     assert text.rstrip().endswith("Scores: 2, 9")
 
 
-def test_transformers_meta_rm_on_a_tiny_sequence_classifier(sim_judge, tmp_path, smol_tokenizer_dir):
+@pytest.fixture(scope="module")
+def tiny_meta_rm_dir(tmp_path_factory, smol_tokenizer_dir):
+    """A tiny random LlamaForSequenceClassification (one label) with SmolLM2's tokenizer, saved to disk."""
     transformers = pytest.importorskip("transformers")
     torch = pytest.importorskip("torch")
-    from grm_plugin.meta_rm import TransformersMetaRM
-
     tokenizer = transformers.AutoTokenizer.from_pretrained(smol_tokenizer_dir)
     config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
                                       num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
                                       num_labels=1, pad_token_id=tokenizer.pad_token_id or 0)
     torch.manual_seed(0)
-    transformers.LlamaForSequenceClassification(config).save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
-    meta = TransformersMetaRM(str(tmp_path), device="cpu", batch_size=3)
+    out = tmp_path_factory.mktemp("tiny-meta-rm")
+    transformers.LlamaForSequenceClassification(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def test_transformers_meta_rm_on_a_tiny_sequence_classifier(sim_judge, tiny_meta_rm_dir):
+    from grm_plugin.meta_rm import TransformersMetaRM
+
+    meta = TransformersMetaRM(str(tiny_meta_rm_dir), device="cpu", batch_size=3)
     reward = GRMReward(base_url=sim_judge.base_url, model="sim", k=4, cache_size=0, meta_rm=meta)
     [result] = reward.score([REQUEST])
     scores = [j.meta_score for j in result.judgements]
@@ -133,3 +140,23 @@ def test_grm_eval_reports_meta_guided_curves_from_the_same_samples(sim_judge, tm
         by_hand.append(1.0 if votes[best] > votes[1 - best] else 0.5 if votes[0] == votes[1] else 0.0)
     assert report["curve"][1]["meta_accuracy"] == pytest.approx(sum(by_hand) / len(by_hand))
     assert subsets(4, 4, 10, 0) == [[0, 1, 2, 3]]
+
+
+def test_grm_eval_cli_with_a_meta_rm_folder(sim_judge, tiny_meta_rm_dir, tmp_path):
+    import subprocess
+    import sys
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"q{i}", "chosen": with_quality("a", 8), "rejected":
+                                        with_quality("b", 3)}) + "\n" for i in range(3)))
+    command = [sys.executable, "-m", "grm_plugin.cli", "eval", "--data", str(data), "--k", "1,2", "--out",
+               str(tmp_path / "out"), "--base-url", sim_judge.base_url, "--model", "sim", "-q", "--no-position-bias"]
+    result = subprocess.run(command + ["--meta-rm", str(tiny_meta_rm_dir)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "meta@k" in result.stdout
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert all("meta_accuracy" in row for row in report["curve"])
+    missing = subprocess.run(command + ["--meta-rm", str(tmp_path / "nope")], capture_output=True, text=True,
+                             timeout=120)
+    assert missing.returncode == 2 and "--meta-rm" in missing.stderr
