@@ -125,10 +125,6 @@ def _reward(reward: RewardFunction | None, grm_kwargs: dict[str, Any]) -> Reward
     return reward
 
 
-def _range(reward: RewardFunction) -> tuple[int, int]:
-    return tuple(getattr(getattr(reward, "config", None), "score_range", (1, 10)))  # type: ignore[return-value]
-
-
 def _means(result: ScoreResult) -> list[float] | None:
     return result.mean_scores
 
@@ -155,14 +151,14 @@ def _metadata(result: ScoreResult, reward: RewardFunction) -> dict[str, Any]:
 
 
 def _single(result: ScoreResult, reward: RewardFunction, key: str) -> dict[str, Any]:
-    low, high = _range(reward)
+    low, high = reward.score_range
     means = _means(result)
     score = None if means is None else min(1.0, max(0.0, (means[0] - low) / (high - low)))
     return {"key": key, "score": score, "comment": _comment(result), "metadata": _metadata(result, reward)}
 
 
 def _pair(result: ScoreResult, reward: RewardFunction, key: str) -> dict[str, Any]:
-    low, high = _range(reward)
+    low, high = reward.score_range
     means = _means(result)
     if means is None:
         preferred, score, margin = None, None, None
@@ -319,20 +315,24 @@ def _classic() -> Any:
 def _classic_classes() -> tuple[type, type]:
     schema = _classic()
 
-    class _StringEvaluator(schema.StringEvaluator):
-        """langchain-classic ``StringEvaluator``: ``evaluate_strings(prediction=, input=, reference=)`` ->
-        ``{"score": 0..1, "value": mean 1-10 score, "reasoning": principles and critique}``."""
+    class _Common:
+        """What both classic evaluators share: the reward, the key (``evaluation_name``), input required."""
 
         requires_input = True
         requires_reference = False
+        default_key = "grm_score"
 
-        def __init__(self, reward: RewardFunction | None = None, *, key: str = "grm_score", **grm_kwargs: Any):
+        def __init__(self, reward: RewardFunction | None = None, *, key: str | None = None, **grm_kwargs: Any):
             self.reward = _reward(reward, grm_kwargs)
-            self.key = key
+            self.key = key or self.default_key
 
         @property
         def evaluation_name(self) -> str:
             return self.key
+
+    class _StringEvaluator(_Common, schema.StringEvaluator):
+        """langchain-classic ``StringEvaluator``: ``evaluate_strings(prediction=, input=, reference=)`` ->
+        ``{"score": 0..1, "value": mean 1-10 score, "reasoning": principles and critique}``."""
 
         def _verdict(self, result: ScoreResult) -> dict:
             verdict = _single(result, self.reward, self.key)
@@ -342,9 +342,7 @@ def _classic_classes() -> tuple[type, type]:
 
         def _evaluate_strings(self, *, prediction: Any, reference: Any = None, input: Any = None,
                               **kwargs: Any) -> dict:
-            [result] = run_sync(self.reward.ascore([_request(input, [to_response(prediction, "prediction")],
-                                                             reference)]))
-            return self._verdict(result)
+            return run_sync(self._aevaluate_strings(prediction=prediction, reference=reference, input=input))
 
         async def _aevaluate_strings(self, *, prediction: Any, reference: Any = None, input: Any = None,
                                      **kwargs: Any) -> dict:
@@ -352,21 +350,11 @@ def _classic_classes() -> tuple[type, type]:
                                                           reference)])
             return self._verdict(result)
 
-    class _PairwiseStringEvaluator(schema.PairwiseStringEvaluator):
+    class _PairwiseStringEvaluator(_Common, schema.PairwiseStringEvaluator):
         """langchain-classic ``PairwiseStringEvaluator``: ``evaluate_string_pairs(prediction=, prediction_b=,
         input=, reference=)`` -> ``{"value": "A"|"B"|None, "score": 1|0|0.5, "reasoning"}``."""
 
-        requires_input = True
-        requires_reference = False
-
-        def __init__(self, reward: RewardFunction | None = None, *, key: str = "grm_preference",
-                     **grm_kwargs: Any):
-            self.reward = _reward(reward, grm_kwargs)
-            self.key = key
-
-        @property
-        def evaluation_name(self) -> str:
-            return self.key
+        default_key = "grm_preference"
 
         def _verdict(self, result: ScoreResult) -> dict:
             verdict = _pair(result, self.reward, self.key)
@@ -375,10 +363,8 @@ def _classic_classes() -> tuple[type, type]:
 
         def _evaluate_string_pairs(self, *, prediction: str, prediction_b: str, reference: Optional[str] = None,
                                    input: Optional[str] = None, **kwargs: Any) -> dict:
-            request = _request(input, [to_response(prediction, "prediction"),
-                                       to_response(prediction_b, "prediction_b")], reference)
-            [result] = run_sync(self.reward.ascore([request]))
-            return self._verdict(result)
+            return run_sync(self._aevaluate_string_pairs(prediction=prediction, prediction_b=prediction_b,
+                                                         reference=reference, input=input))
 
         async def _aevaluate_string_pairs(self, *, prediction: str, prediction_b: str,
                                           reference: Optional[str] = None, input: Optional[str] = None,

@@ -18,7 +18,7 @@ from typing import Any
 
 from grm_plugin._sync import run_sync
 from grm_plugin.grm import GRMReward
-from grm_plugin.server import ServeSettings, openrlhf_entry, strip_end_tokens
+from grm_plugin.server import ServeSettings, openrlhf_reply, response_of
 
 _lock = threading.Lock()
 _reward: GRMReward | None = None
@@ -45,19 +45,12 @@ def reward_func(queries: list[str], prompts: list[str], labels: list[Any] | None
     labels = list(labels) if labels is not None else [None] * len(queries)
     if len(labels) != len(queries):
         raise ValueError(f"labels: {len(labels)} items, expected one per query ({len(queries)})")
-    responses = []
-    for i, (query, prompt) in enumerate(zip(queries, prompts)):
-        if not query.startswith(prompt):
-            raise ValueError(f"prompts[{i}] is not a prefix of queries[{i}]: the response is query[len(prompt):]")
-        responses.append(strip_end_tokens(query[len(prompt):]))
+    responses = [response_of(query, prompt, i, query_name="queries")
+                 for i, (query, prompt) in enumerate(zip(queries, prompts))]
     reward = get_reward()
     columns = {reward.reference_column: [label or None for label in labels]}
     judged = run_sync(reward.ajudge_rows(list(prompts), responses, **columns))
-    score_range = tuple(reward.config.score_range)
-    entries = [openrlhf_entry(judged, row, _settings, score_range) for row in range(len(queries))]
-    logs = [entry[2] for entry in entries]
-    return {"rewards": [entry[0] for entry in entries], "scores": [entry[1] for entry in entries],
-            "extra_logs": {key: sum(log[key] for log in logs) / len(logs) for key in logs[0]} if logs else {}}
+    return openrlhf_reply([(judged, row) for row in range(len(queries))], _settings, reward.score_range)
 
 
 __all__ = ["get_reward", "reward_func"]

@@ -233,6 +233,12 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
+def _bootstrap_ci(values: Sequence[float], rng: random.Random, bootstrap: int) -> list[float]:
+    """A 95% percentile interval of the mean, resampling ``values`` (items) ``bootstrap`` times."""
+    boots = sorted(_mean([values[rng.randrange(len(values))] for _ in values]) for _ in range(bootstrap))
+    return [boots[int(0.025 * (bootstrap - 1))], boots[int(0.975 * (bootstrap - 1))]]
+
+
 def rewardbench_score(per_subset: dict[str, float], counts: dict[str, int]) -> dict[str, float] | None:
     """RewardBench's section scores and overall (mean of sections), or None when no subset is RewardBench's."""
     sections: dict[str, list[str]] = {}
@@ -266,18 +272,13 @@ def accuracy_curve(all_samples: Sequence[ItemSamples], ks: Sequence[int], draws:
         for s, value in zip(all_samples, per_item):
             by_subset.setdefault(s.subset, []).append(value)
         rng = random.Random(f"boot:{seed}:{k}")
-        boots = sorted(_mean([per_item[rng.randrange(len(per_item))] for _ in per_item]) for _ in range(bootstrap))
         per_subset = {name: _mean(values) for name, values in sorted(by_subset.items())}
-        row = {"k": k, "accuracy": _mean(per_item),
-               "ci95": [boots[int(0.025 * (bootstrap - 1))], boots[int(0.975 * (bootstrap - 1))]],
+        row = {"k": k, "accuracy": _mean(per_item), "ci95": _bootstrap_ci(per_item, rng, bootstrap),
                "per_subset": per_subset,
                "rewardbench": rewardbench_score(per_subset, {n: len(v) for n, v in by_subset.items()})}
         if all(s.meta for s in all_samples):  # meta RM guided voting from the same samples
             meta_items = [item_accuracy(s, chosen, meta=True) for s in all_samples]
-            boots = sorted(_mean([meta_items[rng.randrange(len(meta_items))] for _ in meta_items])
-                           for _ in range(bootstrap))
-            row.update(meta_accuracy=_mean(meta_items),
-                       meta_ci95=[boots[int(0.025 * (bootstrap - 1))], boots[int(0.975 * (bootstrap - 1))]])
+            row.update(meta_accuracy=_mean(meta_items), meta_ci95=_bootstrap_ci(meta_items, rng, bootstrap))
         rows.append(row)
     return rows
 

@@ -152,6 +152,10 @@ class GRMReward(RewardFunction):
     def on_engine_error(self) -> str:  # type: ignore[override]
         return self.config.on_engine_error
 
+    @property
+    def score_range(self) -> tuple[int, int]:  # type: ignore[override]
+        return tuple(self.config.score_range)  # type: ignore[return-value]
+
     def with_settings(self, **changes: Any) -> "GRMReward":
         """A GRMReward with some settings changed (e.g. ``k``, ``shuffle``) and the same engine and meta RM."""
         return GRMReward(self.config.replace(**changes), backend=self._backend_override, meta_rm=self.meta_rm)

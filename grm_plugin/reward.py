@@ -58,7 +58,7 @@ class RowJudgements:
         return out
 
     def metrics(self) -> dict[str, float]:
-        results = [r for r in self.results]
+        results = self.results
         samples = sum(r.samples for r in results)
         fresh = [r for r in results if not r.cached]
         return {
@@ -77,7 +77,8 @@ class RewardFunction(ABC):
 
     Class attributes a subclass may override: ``mode`` ('group' or 'pointwise') and ``max_responses_per_call``
     shape how ``__call__`` batches rows; ``reference_column``/``principles_column`` name the keyword columns read;
-    ``on_engine_error`` ('raise' or 'none') says what a trainer call does when the engine fails after its retries.
+    ``on_engine_error`` ('raise' or 'none') says what a trainer call does when the engine fails after its retries;
+    ``score_range`` is the inclusive range of one sample's score (adapters map mean scores to 0..1 with it).
     """
 
     mode: Literal["group", "pointwise"] = "pointwise"
@@ -85,6 +86,7 @@ class RewardFunction(ABC):
     reference_column: str = "reference"
     principles_column: str = "principles"
     on_engine_error: Literal["raise", "none"] = "raise"
+    score_range: tuple[int, int] = (1, 10)
     __name__: str = "reward"
 
     @abstractmethod

@@ -20,7 +20,7 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 try:
     from fastapi import FastAPI, Request
@@ -209,9 +209,14 @@ class MicroBatcher:
                 rollout.future.set_result((judged, i, dispatched))
 
 
-def _score_range(reward: RewardFunction) -> tuple[int, int]:
-    config = getattr(reward, "config", None)
-    return tuple(getattr(config, "score_range", (1, 10)))  # type: ignore[return-value]
+def response_of(query: str, prompt: str, index: int, strip: bool = True, query_name: str = "query") -> str:
+    """The response OpenRLHF means: ``query[len(prompt):]``, trailing end-of-turn tokens removed when ``strip``.
+    Raises ValueError naming the index when the prompt is not a prefix of its query."""
+    if not query.startswith(prompt):
+        raise ValueError(f"prompts[{index}] is not a prefix of {query_name}[{index}]: the response is "
+                         "query[len(prompt):]")
+    response = query[len(prompt):]
+    return strip_end_tokens(response) if strip else response
 
 
 def openrlhf_entry(judged: RowJudgements, row: int, settings: ServeSettings,
@@ -236,6 +241,15 @@ def openrlhf_entry(judged: RowJudgements, row: int, settings: ServeSettings,
             "grm_group_size": float(len(result.rewards)), "grm_cached": float(result.cached)}
     logs = {k: (v if math.isfinite(v) else -1.0) for k, v in logs.items()}  # JSON has no NaN
     return float(reward), float(score), logs
+
+
+def openrlhf_reply(rows: Sequence[tuple[RowJudgements, int]], settings: ServeSettings,
+                   score_range: tuple[int, int]) -> dict[str, Any]:
+    """OpenRLHF's answer for judged rollouts: ``rewards``, ``scores`` and ``extra_logs`` averaged over them."""
+    entries = [openrlhf_entry(judged, row, settings, score_range) for judged, row in rows]
+    logs = [entry[2] for entry in entries]
+    return {"rewards": [entry[0] for entry in entries], "scores": [entry[1] for entry in entries],
+            "extra_logs": {key: sum(log[key] for log in logs) / len(logs) for key in logs[0]} if logs else {}}
 
 
 _ENDPOINTS = frozenset({"/get_reward", "/v1/score", "/health", "/metrics"})
@@ -323,7 +337,6 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None) ->
     settings = settings or ServeSettings()
     metrics = Metrics()
     batcher = MicroBatcher(reward, settings, metrics)
-    score_range = _score_range(reward)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -385,12 +398,10 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None) ->
             rollouts = []
             loop = asyncio.get_running_loop()
             for i, (query, prompt, label) in enumerate(zip(body.query, body.prompts, labels)):
-                if not query.startswith(prompt):
-                    raise _BadRequest(422, f"prompts[{i}] is not a prefix of query[{i}]: the response is "
-                                           "query[len(prompt):]")
-                response = query[len(prompt):]
-                if settings.strip_end_tokens:
-                    response = strip_end_tokens(response)
+                try:
+                    response = response_of(query, prompt, i, settings.strip_end_tokens)
+                except ValueError as exc:
+                    raise _BadRequest(422, str(exc)) from None
                 rollouts.append(_Rollout(prompt, response, (label or None) if settings.labels_as_reference
                                          else None, loop.create_future()))
         except _BadRequest as bad:
@@ -409,19 +420,12 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None) ->
                 if not rollout.future.done():
                     rollout.future.cancel()
             return _error(503, f"judge engine failed: {exc}", retryable=True)
-        rewards, scores, logs = [], [], []
-        for judged, row, _ in outcomes:
-            value, score, extra = openrlhf_entry(judged, row, settings, score_range)
-            rewards.append(value)
-            scores.append(score)
-            logs.append(extra)
-        extra_logs = {key: sum(entry[key] for entry in logs) / len(logs) for key in logs[0]}
+        reply = openrlhf_reply([(judged, row) for judged, row, _ in outcomes], settings, reward.score_range)
         judge_seconds = max(judged.seconds for judged, _, _ in outcomes)
         waited = max(dispatched for _, _, dispatched in outcomes) - arrived
         metrics.added.observe(max(0.0, time.perf_counter() - arrived - judge_seconds))
-        return JSONResponse({"rewards": rewards, "scores": scores, "extra_logs": extra_logs},
-                            headers={"X-GRM-Judge-Seconds": f"{judge_seconds:.6f}",
-                                     "X-GRM-Wait-Seconds": f"{waited:.6f}"})
+        return JSONResponse(reply, headers={"X-GRM-Judge-Seconds": f"{judge_seconds:.6f}",
+                                            "X-GRM-Wait-Seconds": f"{waited:.6f}"})
 
     async def score(request: Request) -> JSONResponse:
         try:
@@ -491,5 +495,6 @@ def serve(reward: RewardFunction, settings: ServeSettings) -> None:
         uvicorn.run(create_app(reward, settings), **kwargs)
 
 
-__all__ = ["END_TOKENS", "GetRewardBody", "MicroBatcher", "ServeSettings", "app_from_env", "create_app", "openrlhf_entry", "serve",
+__all__ = ["END_TOKENS", "GetRewardBody", "MicroBatcher", "ServeSettings", "app_from_env", "create_app",
+           "openrlhf_reply", "response_of", "openrlhf_entry", "serve",
            "strip_end_tokens"]
