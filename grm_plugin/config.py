@@ -102,6 +102,41 @@ class GRMConfig(BaseSettings):
         "raise", description="When the judge engine fails after its retries, in a trainer call: 'raise' the "
                              "BackendError, or 'none' (every reward of the batch None, so TRL skips it, with a warning).")
 
+    # --- inference-time scaling beyond the paper ----------------------------------------------------------------
+    k_max: Optional[int] = Field(
+        None, ge=1, le=1024, description="Adaptive k: draw samples in rounds (k in the first, round_size in each later "
+                                         "one) until the stopping rule holds or k_max samples are drawn; None = "
+                                         "always k samples.")
+    round_size: Optional[int] = Field(None, ge=1, description="Adaptive k: samples per round after the first; "
+                                                              "None = k.")
+    stopping: Literal["lead", "exact", "statistical"] = Field(
+        "lead", description="Adaptive k's stopping rule. 'lead': the current leader stays the best of all k_max "
+                            "samples with probability at least stop_confidence (a predictive paired t-test of its "
+                            "lead over every other response; at least 4 samples); 'exact': the best response can no "
+                            "longer change even if every remaining sample went against it; 'statistical': every "
+                            "response's mean score is known within stop_tolerance at stop_confidence.")
+    stop_tolerance: float = Field(0.5, gt=0, description="Statistical stopping: half-width of the confidence interval "
+                                                         "of each mean score, in score points.")
+    stop_confidence: float = Field(0.95, gt=0, lt=1, description="Lead and statistical stopping: confidence level "
+                                                                 "(lead: that the best response stays the same).")
+    ordering: Literal["random", "balanced"] = Field(
+        "random", description="How the samples' response orders are drawn (with shuffle on): 'random' (an independent "
+                              "shuffle per sample, the paper's), 'balanced' (rotations of one shuffle, Latin-square "
+                              "style: each response in each slot as evenly as k allows).")
+    principles: Literal["joint", "upfront", "given"] = Field(
+        "joint", description="Who writes the specific criteria: 'joint' (every sample, with its critique: the "
+                             "paper's), 'upfront' (once per prompt from the prompt alone, cached, reused), 'given' "
+                             "(the request's principles, e.g. the principles_column).")
+    principles_cache_dir: Optional[str] = Field(
+        None, description="With principles='upfront': a folder where written principles are also kept on disk "
+                          "(one JSON file per prompt), so they survive restarts.")
+    expected_scores: bool = Field(
+        False, description="Read each score's probability distribution from the engine's token log-probabilities and "
+                           "use the expected score per sample (continuous even at k=1); the parsed integer where "
+                           "log-probabilities are absent.")
+    top_logprobs: int = Field(20, ge=1, le=100, description="With expected_scores: alternatives per token asked from "
+                                                             "the engine (OpenAI's and vLLM's default maximum is 20).")
+
     @field_validator("score_range")
     @classmethod
     def _range_ordered(cls, value: tuple[int, int]) -> tuple[int, int]:
@@ -120,6 +155,12 @@ class GRMConfig(BaseSettings):
         return value.strip().lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")
+    def _k_max_covers_k(self) -> "GRMConfig":
+        if self.k_max is not None and self.k_max < self.k:
+            raise ValueError(f"k_max ({self.k_max}) must be at least k ({self.k}), the first round's samples")
+        return self
+
+    @model_validator(mode="after")
     def _resolve_api_key(self) -> "GRMConfig":
         if self.api_key is None and os.environ.get("OPENAI_API_KEY"):
             object.__setattr__(self, "api_key", SecretStr(os.environ["OPENAI_API_KEY"]))
@@ -130,7 +171,7 @@ class GRMConfig(BaseSettings):
     def sampling_temperature(self) -> float:
         if self.temperature is not None:
             return self.temperature
-        return 0.0 if self.k == 1 else 0.5
+        return 0.0 if self.k == 1 and self.k_max is None else 0.5
 
     def resolved_engine(self) -> str:
         """The engine to build: an explicit choice, else 'openai' with a base_url, else 'transformers'."""
@@ -154,7 +195,9 @@ class GRMConfig(BaseSettings):
     def judge_fingerprint(self) -> str:
         """The fields that change what the judge returns, as a string (part of the cache key)."""
         fields = ("engine", "model", "base_url", "gguf_file", "k", "temperature", "top_p", "max_tokens", "seed", "template",
-                  "shuffle", "score_range", "reward_scale", "on_no_valid", "structured_output", "extra_body", "k_meta")
+                  "shuffle", "score_range", "reward_scale", "on_no_valid", "structured_output", "extra_body", "k_meta",
+                  "k_max", "round_size", "stopping", "stop_tolerance", "stop_confidence", "ordering", "principles",
+                  "expected_scores", "top_logprobs")
         return json.dumps({f: getattr(self, f) for f in fields}, sort_keys=True, default=str)
 
     @classmethod

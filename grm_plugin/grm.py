@@ -1,14 +1,18 @@
 """GRMReward: the principle-critique generative reward model with inference-time voting (SPCT, DeepSeek-GRM).
 
-For each request: draw k presentation orders (a seeded shuffle per sample), build one judge prompt per distinct
-order, ask the engine for all samples of a prompt in one request (n = how many samples share it), parse every
-completion, undo its shuffle, and sum-vote the valid ones into one reward per response.
+For each request: draw k presentation orders (a seeded shuffle per sample, or balanced rotations), build one judge
+prompt per distinct order, ask the engine for all samples of a prompt in one request (n = how many samples share it),
+parse every completion, undo its shuffle, and sum-vote the valid ones into one reward per response. With adaptive k
+the k_max orders are drawn in rounds (one request per distinct order per round) until a stopping rule holds; with
+fixed principles (upfront or given) the judge writes only critiques; with expected scores each score is the
+expectation under the judge's token probabilities.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import random
 import weakref
 from collections import Counter
@@ -21,11 +25,16 @@ from .backends import Backend, Completion, SamplingParams, ScoresConstraint, mak
 from .cache import LRUCache
 from .config import GRMConfig, format_validation_error
 from .errors import ConfigError, InvalidRequestError, NoValidJudgementError, ParseError
-from .parsing import parse_judgement
+from .expected import expected_scores
+from .parsing import parse_principles, parse_with_spans
+from .principles import PrinciplesStore, WrittenPrinciples, principles_key
 from .reward import RewardFunction
-from .templates import SCORE_LINES, Template, build_judge_messages, get_template
+from .templates import SCORE_LINES, Template, build_judge_messages, build_principles_messages, get_template
 from .types import Judgement, ScoreRequest, ScoreResult
-from .voting import draw_orders, pick_best, scale_rewards, unshuffle, vote_sum
+from .voting import (LEAD_MIN_SAMPLES, draw_orders, exact_stop, lead_stop, pick_best, scale_rewards, slot_imbalance,
+                     statistical_stop, unshuffle, vote_sum)
+
+logger = logging.getLogger("grm_plugin.grm")
 
 
 def coerce_requests(requests: Sequence[ScoreRequest | dict[str, Any]]) -> list[ScoreRequest]:
@@ -68,6 +77,19 @@ class _LoopState:
 
     backend: Backend
     inflight: dict[str, _Inflight] = field(default_factory=dict)
+    principles: dict[str, asyncio.Future[WrittenPrinciples]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Fixed:
+    """The principles every sample of a request is judged by: their text, where they came from, what writing them
+    cost this request, whether they were reused, and their length in tokens (what each sample saves)."""
+
+    text: str
+    mode: str
+    tokens_spent: tuple[int, int] = (0, 0)
+    reused: bool = False
+    tokens_per_sample: int = 0
 
 
 class GRMReward(RewardFunction):
@@ -126,7 +148,16 @@ class GRMReward(RewardFunction):
                               f"{type(meta_rm).__name__}")
         if meta_rm is not None and config.k_meta is not None and config.k_meta > config.k:
             raise ConfigError(f"k_meta: {config.k_meta} judgements cannot be kept out of k={config.k}")
+        if meta_rm is not None and config.k_max is not None:
+            raise ConfigError("k_max: adaptive k cannot be combined with a meta RM (meta-guided voting needs every "
+                              "sample before it keeps the top k_meta); unset k_max or meta_rm")
+        if config.principles != "joint" and self.template.critique_user is None:
+            raise ConfigError(f"principles={config.principles!r} needs a template with a critique form "
+                              f"('critique_user'); template {self.template.name!r} has none")
         self.meta_rm = meta_rm
+        self.principles_store = PrinciplesStore(config.principles_cache_dir)
+        self._principles_judge = {f: getattr(config, f) for f in ("engine", "model", "base_url", "gguf_file",
+                                                                  "template", "max_tokens", "extra_body")}
         self._config_key = config.judge_fingerprint() + (f"|meta:{getattr(meta_rm, 'name', repr(meta_rm))}"
                                                          if meta_rm is not None else "")
         self.__name__ = "grm_reward"
@@ -212,6 +243,12 @@ class GRMReward(RewardFunction):
             NoValidJudgementError: no sample parsed and ``on_no_valid='raise'``.
         """
         reqs = coerce_requests(requests)
+        if self.config.principles == "given":
+            for i, request in enumerate(reqs):
+                if not (request.principles or "").strip():
+                    raise InvalidRequestError(f"request {i}: principles: principles='given' needs every request's "
+                                              f"principles (ScoreRequest.principles, or the "
+                                              f"{self.config.principles_column!r} column)")
         state = self._state()
         pending: list[_Inflight | ScoreResult] = []
         for request in reqs:
@@ -219,12 +256,12 @@ class GRMReward(RewardFunction):
             key = self._key(fingerprint)
             cached = self.cache.get(key)
             if cached is not None:
-                pending.append(cached.model_copy(update={"cached": True, "prompt_tokens": 0,
-                                                         "completion_tokens": 0, "metadata": request.metadata}))
+                pending.append(cached.model_copy(update={"cached": True, "prompt_tokens": 0, "completion_tokens": 0,
+                                                         "principles_tokens": 0, "metadata": request.metadata}))
                 continue
             entry = state.inflight.get(key)
             if entry is None:
-                entry = _Inflight(asyncio.ensure_future(self._judge(request, fingerprint, key, state.backend)))
+                entry = _Inflight(asyncio.ensure_future(self._judge(request, fingerprint, key, state)))
                 state.inflight[key] = entry
                 entry.task.add_done_callback(lambda _t, key=key: state.inflight.pop(key, None))
             entry.waiters += 1
@@ -255,50 +292,162 @@ class GRMReward(RewardFunction):
             prefix, separator, suffix = SCORE_LINES[self.template.score_format]
             constraint = ScoresConstraint(n_responses, c.score_range[0], c.score_range[1], prefix, separator, suffix)
         return SamplingParams(temperature=c.sampling_temperature, top_p=c.top_p, max_tokens=c.max_tokens,
-                              constraint=constraint)
+                              constraint=constraint, logprobs=c.top_logprobs if c.expected_scores else 0)
 
     def plan(self, request: ScoreRequest) -> list[EnginePrompt]:
-        """The engine requests judging ``request`` costs: one judge prompt per distinct presentation order, with n =
-        the number of the k samples that drew that order. Deterministic for a given ``seed`` and request."""
+        """The engine requests judging ``request`` costs (with adaptive k: its first round): one judge prompt per
+        distinct presentation order, with n = the number of samples that drew that order. Deterministic for a given
+        ``seed`` and request; with principles='upfront' the principles are shown only once they are written."""
         return self._plan(request, self._rng(request.fingerprint()))
 
     def _rng(self, fingerprint: str) -> random.Random:
         return random.Random(f"{self.config.seed}:{fingerprint}")  # same request, same shuffles, on any server
 
     def _plan(self, request: ScoreRequest, rng: random.Random) -> list[EnginePrompt]:
+        fixed = self._known_principles(request)
+        return self._engine_prompts(request, self._orders(request, rng)[:self.config.k],
+                                    None if fixed is None else fixed.text)
+
+    def _orders(self, request: ScoreRequest, rng: random.Random) -> list[list[int]]:
+        """Every order the request may be shown in: k of them, or k_max with adaptive k (drawn in rounds)."""
         c = self.config
-        shown = Counter(tuple(order) for order in draw_orders(request.n_responses, c.k, rng, shuffle=c.shuffle))
-        return [EnginePrompt(list(order), count,
-                             build_judge_messages(request, order, self.template, c.score_range))
+        return draw_orders(request.n_responses, c.k_max or c.k, rng, shuffle=c.shuffle,
+                           balanced=c.ordering == "balanced")
+
+    def _round_sizes(self) -> list[int]:
+        """Samples per round: k, then round_size (default k) until k_max; one round of k without adaptive k."""
+        c = self.config
+        sizes = [c.k]
+        step = c.round_size or c.k
+        while c.k_max is not None and sum(sizes) < c.k_max:
+            sizes.append(min(step, c.k_max - sum(sizes)))
+        return sizes
+
+    def _engine_prompts(self, request: ScoreRequest, orders: Sequence[list[int]],
+                        fixed_principles: str | None) -> list[EnginePrompt]:
+        c = self.config
+        shown = Counter(tuple(order) for order in orders)
+        return [EnginePrompt(list(order), count, build_judge_messages(request, order, self.template, c.score_range,
+                                                                      fixed_principles))
                 for order, count in shown.items()]
 
-    async def _judge(self, request: ScoreRequest, fingerprint: str, key: str, backend: Backend) -> ScoreResult:
+    async def _judge(self, request: ScoreRequest, fingerprint: str, key: str, state: _LoopState) -> ScoreResult:
         rng = self._rng(fingerprint)
-        prompts = self._plan(request, rng)
+        fixed = await self._fixed_principles(request, state)
+        text = None if fixed is None else fixed.text
+        orders = self._orders(request, rng)
         sampling = self._sampling(request.n_responses)
-        batches = await asyncio.gather(*(backend.generate([p.messages], p.n, sampling) for p in prompts))
-        judgements = [
-            self._read(completion, p.order, request.n_responses)
-            for p, batch in zip(prompts, batches)
-            for completion in batch[0]
-        ]
+        judgements: list[Judgement] = []
+        drawn = rounds = 0
+        for size in self._round_sizes():
+            prompts = self._engine_prompts(request, orders[drawn:drawn + size], text)
+            batches = await asyncio.gather(*(state.backend.generate([p.messages], p.n, sampling) for p in prompts))
+            judgements += [self._read(completion, p.order, request.n_responses, text)
+                           for p, batch in zip(prompts, batches) for completion in batch[0]]
+            drawn, rounds = drawn + size, rounds + 1
+            if drawn < len(orders) and self._should_stop(judgements, len(orders) - drawn):
+                break
         used = None
         if self.meta_rm is not None:
             judgements, used = await self._meta_guided(request, judgements)
         result = self._aggregate(request, judgements, rng, used)
+        result = result.model_copy(update=self._scaling_counters(judgements, rounds, drawn < len(orders), fixed,
+                                                                 request.n_responses))
         if result.valid_samples:
             self.cache.put(key, result)
         return result
 
-    def _read(self, completion: Completion, order: list[int], n_responses: int) -> Judgement:
+    def _values(self, judgements: Sequence[Judgement]) -> list[list[float]]:
+        """What each valid judgement votes: its expected scores where read (with expected_scores), else its scores."""
+        use_expected = self.config.expected_scores
+        return [list(j.expected_scores) if use_expected and j.expected_scores is not None else list(j.scores)
+                for j in judgements if j.valid and j.scores is not None]
+
+    def _should_stop(self, judgements: Sequence[Judgement], remaining: int) -> bool:
+        c = self.config
+        values = self._values(judgements)
+        if not values:
+            return False
+        if c.stopping == "exact":
+            return exact_stop(vote_sum(values, len(values[0])), remaining, c.score_range)
+        if c.stopping == "lead":
+            return lead_stop(values, remaining, c.stop_confidence, self._looks(), c.score_range)
+        return statistical_stop(values, c.stop_tolerance, c.stop_confidence)
+
+    def _looks(self) -> int:
+        """How many times the lead rule may be asked in one draw: the rounds that end before k_max with at least
+        LEAD_MIN_SAMPLES samples."""
+        ends = [sum(self._round_sizes()[:i + 1]) for i in range(len(self._round_sizes()) - 1)]
+        return max(1, sum(1 for end in ends if end >= LEAD_MIN_SAMPLES))
+
+    def _scaling_counters(self, judgements: Sequence[Judgement], rounds: int, early: bool, fixed: _Fixed | None,
+                          n_responses: int) -> dict[str, Any]:
+        """The ScoreResult counters of adaptive k, orderings and fixed principles."""
+        counters: dict[str, Any] = dict(rounds=rounds, stopped_early=early,
+                                        slot_imbalance=slot_imbalance([j.order for j in judgements], n_responses),
+                                        principles_mode="joint")
+        if fixed is not None:
+            counters.update(principles_mode=fixed.mode, principles_tokens=sum(fixed.tokens_spent),
+                            principles_reused=fixed.reused,
+                            principles_tokens_saved=len(judgements) * fixed.tokens_per_sample)
+        return counters
+
+    def _known_principles(self, request: ScoreRequest) -> _Fixed | None:
+        """The fixed principles known without asking the judge: given ones, or upfront ones already written."""
+        mode = self.config.principles
+        if mode == "joint":
+            return None
+        if request.principles and request.principles.strip():
+            return _Fixed(request.principles, "given", tokens_per_sample=-(-len(request.principles) // 4))
+        found = self.principles_store.get(principles_key(request.prompt, self._principles_judge))
+        return None if found is None else _Fixed(found.text, "upfront", reused=True,
+                                                 tokens_per_sample=found.completion_tokens)
+
+    async def _fixed_principles(self, request: ScoreRequest, state: _LoopState) -> _Fixed | None:
+        """The principles every sample is judged by (None: each sample writes its own). Upfront principles are
+        written once per prompt: later and concurrent requests for the same prompt wait for and reuse them."""
+        known = self._known_principles(request)
+        if known is not None or self.config.principles != "upfront":
+            return known
+        key = principles_key(request.prompt, self._principles_judge)
+        future = state.principles.get(key)
+        mine = future is None
+        if future is None:
+            future = asyncio.ensure_future(self._write_principles(request, state.backend, key))
+            state.principles[key] = future
+            future.add_done_callback(lambda _f: state.principles.pop(key, None))
+        try:
+            written = await asyncio.shield(future)
+        except ParseError as exc:
+            logger.warning("upfront principles could not be read (%s); this request is judged with joint principles",
+                           exc)
+            return None
+        spent = (written.prompt_tokens, written.completion_tokens) if mine else (0, 0)
+        return _Fixed(written.text, "upfront", spent, not mine, written.completion_tokens)
+
+    async def _write_principles(self, request: ScoreRequest, backend: Backend, key: str) -> WrittenPrinciples:
+        sampling = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=self.config.max_tokens)
+        [[completion]] = await backend.generate([build_principles_messages(request.prompt, self.template)], 1, sampling)
+        written = WrittenPrinciples(parse_principles(completion.text), completion.prompt_tokens,
+                                    completion.completion_tokens)
+        self.principles_store.put(key, written)
+        return written
+
+    def _read(self, completion: Completion, order: list[int], n_responses: int,
+              fixed_principles: str | None = None) -> Judgement:
+        c = self.config
         common = dict(text=completion.text, order=order, finish_reason=completion.finish_reason,
                       prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens)
         try:
-            parsed = parse_judgement(completion.text, n_responses, self.config.score_range)
+            parsed, spans = parse_with_spans(completion.text, n_responses, c.score_range)
         except ParseError as exc:
             return Judgement(valid=False, error=str(exc), **common)
-        return Judgement(valid=True, principles=parsed.principles, critique=parsed.critique,
-                         scores=unshuffle(parsed.scores, order), **common)
+        expected = None
+        if c.expected_scores and completion.logprobs:
+            values, read = expected_scores(completion.text, spans, parsed.scores, completion.logprobs, c.score_range)
+            expected = unshuffle(values, order) if read == n_responses else None
+        return Judgement(valid=True, principles=parsed.principles or fixed_principles or "", critique=parsed.critique,
+                         scores=unshuffle(parsed.scores, order), expected_scores=expected, **common)
 
     async def _meta_guided(self, request: ScoreRequest,
                            judgements: list[Judgement]) -> tuple[list[Judgement], list[int]]:
@@ -326,7 +475,8 @@ class GRMReward(RewardFunction):
         c = self.config
         n = request.n_responses
         chosen = range(len(judgements)) if used is None else used
-        valid = [judgements[i].scores for i in chosen if judgements[i].valid and judgements[i].scores is not None]
+        voted = [judgements[i] for i in chosen if judgements[i].valid and judgements[i].scores is not None]
+        valid = [j.scores for j in voted]
         counters = dict(
             judgements=judgements,
             samples=len(judgements),
@@ -338,8 +488,13 @@ class GRMReward(RewardFunction):
         )
         if valid:
             votes = vote_sum(valid, n)
-            rewards: list[float | None] = list(scale_rewards(votes, len(valid), c.reward_scale, c.score_range))
-            return ScoreResult(rewards=rewards, votes=votes, best=pick_best(votes, rng), voted_samples=len(valid),
+            deciding: list[float] = list(votes)
+            if c.expected_scores:
+                deciding = vote_sum(self._values(voted), n)
+                counters.update(expected_votes=deciding,
+                                expected_samples=sum(1 for j in voted if j.expected_scores is not None))
+            rewards: list[float | None] = list(scale_rewards(deciding, len(valid), c.reward_scale, c.score_range))
+            return ScoreResult(rewards=rewards, votes=votes, best=pick_best(deciding, rng), voted_samples=len(valid),
                                **counters)
         if c.on_no_valid == "raise":
             errors = "; ".join(sorted({j.error or "" for j in judgements}))[:500]

@@ -3,6 +3,8 @@
 Accepted scores blocks: ``\\boxed{a, b}``, ``[[a, b]]`` and ``<scores>...</scores>`` (whose inside may itself hold a
 boxed or bracketed list). The last block in the text wins, so drafts and thinking before the final answer are
 ignored. Anything unreadable raises ``ParseError`` saying what was missing or wrong; nothing else is raised.
+``parse_with_spans`` also says where each score is in the text (for reading token probabilities there), and
+``parse_principles`` reads a principles-only answer.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 _BRACKETS = re.compile(r"\[\[([^\[\]]*)\]\]")
 _TAGGED = re.compile(r"<scores>(.*?)</scores>", re.DOTALL | re.IGNORECASE)
 _INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
-_SEPARATOR = re.compile(r"[\s,;]+")
+_SCORE_TOKEN = re.compile(r"[^\s,;]+")
 _LABEL = r"^[ \t]*(?:[*#_]+[ \t]*)?{name}[ \t]*(?:[*_]+)?:(?:\*\*|__)?[ \t]*"
 _PRINCIPLES_LABEL = re.compile(_LABEL.format(name=r"specific[ \t]+criteria"), re.IGNORECASE | re.MULTILINE)
 _ANALYSIS_LABEL = re.compile(_LABEL.format(name=r"analysis"), re.IGNORECASE | re.MULTILINE)
@@ -40,14 +42,15 @@ def _last_match(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
     return last
 
 
-def _read_scores(block: str, n_responses: int, score_range: tuple[int, int]) -> list[int]:
-    content = block.strip()
-    if not content:
+def _read_scores(block: str, n_responses: int, score_range: tuple[int, int]) -> tuple[list[int], list[tuple[int, int]]]:
+    """The scores of a block and their (start, end) offsets within it."""
+    tokens = list(_SCORE_TOKEN.finditer(block))
+    if not tokens:
         raise ParseError("the scores block is empty; expected "
                          f"{n_responses} integer(s) between {score_range[0]} and {score_range[1]}")
-    tokens = [t for t in _SEPARATOR.split(content) if t]
     scores = []
-    for position, token in enumerate(tokens, start=1):
+    for position, match in enumerate(tokens, start=1):
+        token = match.group()
         if not _INTEGER.fullmatch(token) or len(token.lstrip("+-")) > _MAX_DIGITS:
             raise ParseError(f"score {position} in the scores block is {token[:40]!r}, not an integer")
         scores.append(int(token))
@@ -57,7 +60,7 @@ def _read_scores(block: str, n_responses: int, score_range: tuple[int, int]) -> 
     for position, value in enumerate(scores, start=1):
         if not lo <= value <= hi:
             raise ParseError(f"score {position} is {value}, outside the range {lo}..{hi}")
-    return scores
+    return scores, [match.span() for match in tokens]
 
 
 def _strip_scores_label(head: str) -> str:
@@ -101,6 +104,18 @@ def parse_judgement(text: str, n_responses: int, score_range: tuple[int, int] = 
         >>> parse_judgement("Specific Criteria: Accuracy\\nAnalysis: 2 is wrong.\\nScores: \\\\boxed{9, 2}", 2)
         ParsedJudgement(principles='Accuracy', critique='2 is wrong.', scores=[9, 2])
     """
+    return parse_with_spans(text, n_responses, score_range)[0]
+
+
+def parse_with_spans(text: str, n_responses: int,
+                     score_range: tuple[int, int] = (1, 10)) -> tuple[ParsedJudgement, list[tuple[int, int]]]:
+    """``parse_judgement`` plus where each score is in ``text``: one (start, end) character span per score.
+
+    Example:
+        >>> text = "Analysis: fine\\nScores: \\\\boxed{9, 10}"
+        >>> [text[a:b] for a, b in parse_with_spans(text, 2)[1]]
+        ['9', '10']
+    """
     if not isinstance(text, str):
         raise ParseError(f"expected the judge output as a string, got {type(text).__name__}")
     if n_responses < 1:
@@ -110,12 +125,14 @@ def parse_judgement(text: str, n_responses: int, score_range: tuple[int, int] = 
         raise ParseError("no scores block found: expected \\boxed{...}, [[...]] or <scores>...</scores> "
                          f"holding {n_responses} integer(s)")
     block = max(candidates, key=lambda m: (m.end(), -m.start()))
-    inner = block.group(1)
+    inner, inner_at = block.group(1), block.start(1)
     if block.re is _TAGGED:
         nested = [m for m in (_last_match(_BOXED, inner), _last_match(_BRACKETS, inner)) if m]
         if nested:
-            inner = max(nested, key=lambda m: m.end()).group(1)
-    scores = _read_scores(inner, n_responses, score_range)
+            found = max(nested, key=lambda m: m.end())
+            inner, inner_at = found.group(1), inner_at + found.start(1)
+    scores, spans = _read_scores(inner, n_responses, score_range)
+    spans = [(inner_at + a, inner_at + b) for a, b in spans]
 
     head = text[:block.start()]
     tagged_principles = _last_match(_TAG_PRINCIPLES, head)
@@ -123,6 +140,27 @@ def parse_judgement(text: str, n_responses: int, score_range: tuple[int, int] = 
     if tagged_principles or tagged_analysis:
         principles = tagged_principles.group(1).strip() if tagged_principles else ""
         critique = tagged_analysis.group(1).strip() if tagged_analysis else ""
-        return ParsedJudgement(principles, critique, scores)
+        return ParsedJudgement(principles, critique, scores), spans
     principles, critique = _split_sections(_strip_scores_label(head))
-    return ParsedJudgement(principles, critique, scores)
+    return ParsedJudgement(principles, critique, scores), spans
+
+
+def parse_principles(text: str) -> str:
+    """The principles of a principles-only answer: inside the last ``<specific_criteria>`` tags, else after the last
+    ``Specific Criteria:`` label, else the whole answer.
+
+    Raises:
+        ParseError: the answer holds no principles (empty).
+
+    Example:
+        >>> parse_principles("Specific Criteria: Accuracy (70%); Brevity (30%)")
+        'Accuracy (70%); Brevity (30%)'
+    """
+    if not isinstance(text, str):
+        raise ParseError(f"expected the principles answer as a string, got {type(text).__name__}")
+    tagged = _last_match(_TAG_PRINCIPLES, text)
+    label = _last_match(_PRINCIPLES_LABEL, text)
+    principles = (tagged.group(1) if tagged else text[label.end():] if label else text).strip()
+    if not principles:
+        raise ParseError("the principles answer is empty; expected 'Specific Criteria: ...' with the criteria")
+    return principles

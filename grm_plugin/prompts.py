@@ -21,19 +21,24 @@ General criteria (apply all of them; the bands guide the score each criterion de
 4. Relevance: does every part of the response bear on the query?
    9-10: fully on topic. 6-8: mostly on topic. 3-5: wanders noticeably. 1-2: off topic."""
 
-DEEPSEEK_GRM = """\
+# The pieces the built-in templates share. Each template comes in two forms: the paper's joint form (the judge writes
+# the specific criteria, the analysis and the scores) and a critique form for fixed principles (written upfront or
+# given): the principles are shown in $extra_sections and the judge writes only the analysis and the scores.
+_MANY = """\
 You are a skilled, impartial expert at judging the quality of AI assistant responses. Below is a conversation and \
-$n_responses candidate response(s) to its final user query. Score each response on its own merits with an integer \
-from $score_min (worst) to $score_max (best).
-
-#### Evaluation Criteria ####
-$general_criteria
-
+$n_responses candidate response(s) to its final user query. Score each response"""
+_JOINT_STEPS = """\
 Before scoring, write the specific criteria that matter for this particular query, each with a weight that shows how \
 much it counts (the weights sum to 100%). Then analyse every response step by step against those criteria and the \
-general criteria, checking facts and reasoning yourself rather than trusting the response. Be strict: do not reward \
+general criteria, checking facts and reasoning yourself rather than trusting the response."""
+_CRITIQUE_STEPS = """\
+The specific criteria for this query are given below, with their weights; use them as they are. Analyse every \
+response step by step against them and the general criteria, checking facts and reasoning yourself rather than \
+trusting the response."""
+_STRICT = """ Be strict: do not reward \
 length, confidence or style that adds nothing, and do not let the order of the responses sway you.
-$extra_sections
+"""
+_BODY = """$extra_sections
 #### Conversation Context ####
 $context
 
@@ -41,14 +46,30 @@ $context
 $responses
 
 #### Output Format ####
+"""
+_JOINT_FORMAT = """\
 Answer in exactly three parts, in this order:
 Specific Criteria: <the query-specific criteria with their weights>
+"""
+_CRITIQUE_FORMAT = """\
+Answer in exactly two parts, in this order:
+"""
+_SCORES_TAIL = """\
 Analysis: <your step-by-step analysis of each response>
 Scores: $score_example
 The last line holds exactly $n_responses integer(s) between $score_min and $score_max, one per response, in the order \
 the responses were shown."""
+_GRM_HEAD = _MANY + """ on its own merits with an integer \
+from $score_min (worst) to $score_max (best).
 
-DEEPSEEK_GRM_SINGLE = """\
+#### Evaluation Criteria ####
+$general_criteria
+
+"""
+DEEPSEEK_GRM = _GRM_HEAD + _JOINT_STEPS + _STRICT + _BODY + _JOINT_FORMAT + _SCORES_TAIL
+DEEPSEEK_GRM_CRITIQUE = _GRM_HEAD + _CRITIQUE_STEPS + _STRICT + _BODY + _CRITIQUE_FORMAT + _SCORES_TAIL
+
+_SINGLE_HEAD = """\
 You are a skilled, impartial expert at judging the quality of an AI assistant's response. Below is a conversation \
 and one response to its final user query. Score the response with an integer from $score_min (worst) to $score_max \
 (best).
@@ -58,8 +79,8 @@ and one response to its final user query. Score the response with an integer fro
 2. Clarity: is the response well organised and easy to follow, with no ambiguity about its answer?
 3. Accuracy: is every claim, computation and step correct? Check them yourself.
 
-First write the specific criteria that matter for this query, each with a weight. Then analyse the response step by \
-step against them. Be strict: a confident but wrong answer deserves a low score.
+"""
+_SINGLE_STRICT = """ Be strict: a confident but wrong answer deserves a low score.
 $extra_sections
 #### Conversation Context ####
 $context
@@ -68,32 +89,50 @@ $context
 $responses
 
 #### Output Format ####
-Answer in exactly three parts, in this order:
-Specific Criteria: <the query-specific criteria with their weights>
+"""
+_SINGLE_TAIL = """\
 Analysis: <your step-by-step analysis>
 Scores: $score_example"""
+DEEPSEEK_GRM_SINGLE = (_SINGLE_HEAD + "First write the specific criteria that matter for this query, each with a weight. "
+                       "Then analyse the response step by step against them." + _SINGLE_STRICT + _JOINT_FORMAT
+                       + _SINGLE_TAIL)
+DEEPSEEK_GRM_SINGLE_CRITIQUE = (_SINGLE_HEAD + "The specific criteria for this query are given below, with their "
+                                "weights. Analyse the response step by step against them." + _SINGLE_STRICT
+                                + _CRITIQUE_FORMAT + _SINGLE_TAIL)
 
-TAGGED = """\
-You are a skilled, impartial expert at judging the quality of AI assistant responses. Below is a conversation and \
-$n_responses candidate response(s) to its final user query. Score each response with an integer from $score_min \
+_TAGGED_HEAD = _MANY + """ with an integer from $score_min \
 (worst) to $score_max (best).
 
 #### Evaluation Criteria ####
 $general_criteria
 
-Write the specific criteria for this query with weights, analyse each response step by step, and score strictly.
-$extra_sections
-#### Conversation Context ####
-$context
-
-#### Responses to be Scored ####
-$responses
-
-#### Output Format ####
-<specific_criteria>the query-specific criteria with their weights</specific_criteria>
+"""
+_TAGGED_TAIL = """\
 <analysis>your step-by-step analysis of each response</analysis>
 <scores>$score_example</scores>
 The scores hold exactly $n_responses integer(s) between $score_min and $score_max, in the order shown."""
+TAGGED = (_TAGGED_HEAD + "Write the specific criteria for this query with weights, analyse each response step by step, "
+          "and score strictly.\n" + _BODY
+          + "<specific_criteria>the query-specific criteria with their weights</specific_criteria>\n" + _TAGGED_TAIL)
+TAGGED_CRITIQUE = (_TAGGED_HEAD + "Use the specific criteria given below with their weights, analyse each response step "
+                   "by step, and score strictly.\n" + _BODY + _TAGGED_TAIL)
+
+PRINCIPLES = """\
+You are a skilled, impartial expert at judging the quality of AI assistant responses. Below is a conversation. \
+Before any response to its final user query is seen, write the specific criteria a response must be judged by.
+
+#### Evaluation Criteria ####
+$general_criteria
+
+Write the specific criteria that matter for this particular query, each with a weight that shows how much it counts \
+(the weights sum to 100%). They will be used to judge every response to this query, so name what a correct, \
+complete and useful answer must do; do not answer the query yourself.
+
+#### Conversation Context ####
+$context
+
+#### Output Format ####
+Specific Criteria: <the query-specific criteria with their weights>"""
 
 REFERENCE_SECTION = """
 #### Reference Answer ####
@@ -104,5 +143,10 @@ $reference
 PRINCIPLES_SECTION = """
 #### Given Principles ####
 Use these principles as your specific criteria (you may refine their weights, not replace them):
+$principles
+"""
+
+FIXED_PRINCIPLES_SECTION = """
+#### Specific Criteria ####
 $principles
 """

@@ -8,6 +8,11 @@ score range. Noise, a first-slot position bias, unparseable answers, latency and
 are configurable. Answers are deterministic given the seed and the set of requests (not their arrival order);
 greedy requests (temperature 0) always get the same answer for the same prompt, like a real model.
 
+It also answers the other requests a GRM makes: a principles-only prompt gets ``Specific Criteria: ...``, and a
+critique-form prompt (fixed principles shown) gets only the analysis and scores. With ``logprobs`` in the request it
+returns OpenAI-style token log-probabilities: at each score, a distribution over the score values consistent with the
+sampled score (``token_noise_share`` of the noise is token-level sampling, the rest varies per sample).
+
 Run it in a thread (``with SimulatedJudge(noise=1.0) as judge: judge.base_url``) or as a process:
 ``python -m grm_plugin.simulated_judge --port 8123 --noise 1.0``.
 """
@@ -18,6 +23,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import math
 import random
 import re
 import socket
@@ -28,6 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .parsing import parse_with_spans
 from .templates import render_judgement
 
 try:
@@ -42,6 +49,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 _RESPONSE = re.compile(r"\[The Begin of Response (\d+)\]\n(.*?)\n\[The End of Response \1\]", re.DOTALL)
 _QUALITY = re.compile(r"\{\{quality=([-+]?[0-9]*\.?[0-9]+)\}\}")
 _RANGE = re.compile(r"integer from (-?\d+) \(worst\) to (-?\d+) \(best\)")
+_TOKEN = re.compile(r"[0-9]|[A-Za-z]+|\s+|[^\sA-Za-z0-9]")  # digits one by one, as Qwen and DeepSeek tokenize them
+_FILLER = ("the answer must be correct, complete and address exactly what the query asks for, "
+           "with each step checked and nothing irrelevant added; ")
 
 
 def with_quality(text: str, quality: float) -> str:
@@ -68,6 +78,13 @@ def quality_pairs(n_pairs: int, seed: int = 0, gap: float = 1.0) -> tuple[list[A
 
 @dataclass
 class JudgeSettings:
+    """``noise``: standard deviation of a score around the quality; ``position_bias``: added to the first slot's score;
+    ``seed_per_sample``: each completion of a prompt draws from its own seed (the prompt and its running sample
+    count), so n samples split over several requests are the same samples as in one request with n;
+    ``token_noise_share``: the share of the noise's variance shown in the log-probabilities at a score;
+    ``principles_tokens`` / ``critique_tokens``: pad the principles / each response's critique to about that many
+    tokens (0: the short default texts)."""
+
     noise: float = 1.0
     position_bias: float = 0.0
     invalid_rate: float = 0.0
@@ -75,6 +92,10 @@ class JudgeSettings:
     default_quality: float = 5.0
     seed: int = 0
     fail_next: list[int] = field(default_factory=list)
+    seed_per_sample: bool = False
+    token_noise_share: float = 0.5
+    principles_tokens: int = 0
+    critique_tokens: int = 0
 
 
 class _State:
@@ -95,24 +116,91 @@ class _State:
                     "max_inflight": self.max_inflight}
 
 
-def _judge_text(prompt: str, rng: random.Random, s: JudgeSettings) -> str:
+def _padded(text: str, tokens: int) -> str:
+    """``text`` followed by filler up to about ``tokens`` tokens (4 characters a token)."""
+    missing = tokens * 4 - len(text)
+    if missing <= 0:
+        return text
+    return text + " " + (_FILLER * (missing // len(_FILLER) + 1))[:missing].strip()
+
+
+def _score_probabilities(center: float, spread: float, lo: int, hi: int) -> dict[int, float]:
+    """A rounded normal over the score range (the ends take the tails)."""
+    if spread <= 0:
+        return {int(min(hi, max(lo, round(center)))): 1.0}
+    cdf = [0.5 * (1 + math.erf((v + 0.5 - center) / (spread * math.sqrt(2)))) for v in range(lo, hi)]
+    edges = [0.0, *cdf, 1.0]
+    return {v: edges[i + 1] - edges[i] for i, v in enumerate(range(lo, hi + 1))}
+
+
+def _judge_text(prompt: str, rng: random.Random, s: JudgeSettings,
+                lp_rng: random.Random | None = None) -> tuple[str, list[dict[int, float]] | None]:
+    """One sampled answer, and (with ``lp_rng``) the judge's distribution over the values of each score."""
     found = _RESPONSE.findall(prompt)
     lo, hi = (1, 10)
     bounds = _RANGE.search(prompt)
     if bounds:
         lo, hi = int(bounds.group(1)), int(bounds.group(2))
+    principles = _padded("Correctness (60%); Helpfulness (40%)", s.principles_tokens)
+    if not found and "Specific Criteria: <" in prompt:  # a principles-only request
+        return f"Specific Criteria: {principles}", None
     if not found or rng.random() < s.invalid_rate:
-        return "I am not sure how to score these responses."
-    scores, notes = [], []
+        return "I am not sure how to score these responses.", None
+    scores, notes, dists = [], [], []
     for slot, (_, body) in enumerate(found):
         marker = _QUALITY.search(body)
         quality = float(marker.group(1)) if marker else s.default_quality
+        mean = quality + (s.position_bias if slot == 0 else 0.0)
         value = quality + rng.gauss(0.0, s.noise) + (s.position_bias if slot == 0 else 0.0)
         score = int(min(hi, max(lo, round(value))))
         scores.append(score)
-        notes.append(f"Response {slot + 1} earns {score} against the criteria.")
+        notes.append(_padded(f"Response {slot + 1} earns {score} against the criteria.", s.critique_tokens))
+        if lp_rng is not None:  # the per-sample centre given the sampled value, then the token-level spread
+            share = min(1.0, max(0.0, s.token_noise_share))
+            center = mean + (1 - share) * (value - mean) + math.sqrt(share * (1 - share)) * s.noise * lp_rng.gauss(0, 1)
+            dists.append(_score_probabilities(center, math.sqrt(share) * s.noise, lo, hi))
     score_format = "tagged" if "<scores>" in prompt else "brackets" if "Final Scores: [[" in prompt else "boxed"
-    return render_judgement("Correctness (60%); Helpfulness (40%)", " ".join(notes), scores, score_format)
+    fixed = "#### Specific Criteria ####" in prompt  # the critique form: the principles are given
+    text = render_judgement(None if fixed else principles, " ".join(notes), scores, score_format)
+    return text, (dists if lp_rng is not None else None)
+
+
+def _logprob_entry(token: str, options: dict[str, float], top: int) -> dict[str, Any]:
+    def item(t: str, p: float) -> dict[str, Any]:
+        return {"token": t, "logprob": math.log(max(p, 1e-12)), "bytes": list(t.encode())}
+
+    ranked = sorted(options.items(), key=lambda kv: -kv[1])[:top]
+    return {**item(token, options.get(token, 1.0)), "top_logprobs": [item(t, p) for t, p in ranked]}
+
+
+def token_logprobs(text: str, dists: list[dict[int, float]] | None, score_range: tuple[int, int],
+                   top: int) -> list[dict[str, Any]]:
+    """OpenAI's ``logprobs.content`` for ``text``: certain tokens everywhere but at the scores, where each digit (and
+    the token ending the number) carries the probabilities of the values it can still lead to."""
+    tokens = _TOKEN.findall(text)
+    options: dict[int, dict[str, float]] = {}  # token position -> alternatives
+    if dists and score_range[0] >= 0:
+        starts = [0]
+        for t in tokens:
+            starts.append(starts[-1] + len(t))
+        position = {start: i for i, start in enumerate(starts[:-1])}
+        _, spans = parse_with_spans(text, len(dists), score_range)
+        for (a, b), dist in zip(spans, dists):
+            written = text[a:b]
+            end = tokens[position[b]] if b in position else "}"  # the token that ends the number
+            for i in range(len(written) + 1):
+                at = position.get(a + i)
+                if at is None:
+                    break
+                prefix = written[:i]
+                here = {end: dist.get(int(prefix), 0.0)} if prefix else {}  # ending the number here
+                for digit in "0123456789":
+                    mass = sum(p for v, p in dist.items() if str(v).startswith(prefix + digit))
+                    if mass > 0:
+                        here[digit] = here.get(digit, 0.0) + mass
+                total = sum(here.values())
+                options[at] = {t: p / total for t, p in here.items()} if total > 0 else {}
+    return [_logprob_entry(t, options.get(i) or {t: 1.0}, max(1, top)) for i, t in enumerate(tokens)]
 
 
 def build_app(settings: JudgeSettings | None = None) -> Starlette:
@@ -137,6 +225,7 @@ def build_app(settings: JudgeSettings | None = None) -> Starlette:
                 prompt = "\n".join(str(m.get("content") or "") for m in messages)
                 n = int(body.get("n", 1))
                 temperature = float(body.get("temperature", 1.0))
+                top = int(body.get("top_logprobs") or 0) if body.get("logprobs") else None
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 return JSONResponse({"error": {"message": f"invalid request body: {exc!r}"}}, status_code=400)
             if n < 1 or n > 128:
@@ -149,14 +238,27 @@ def build_app(settings: JudgeSettings | None = None) -> Starlette:
                 # Seeded by the prompt, so results do not depend on the order concurrent requests arrive in.
                 # Greedy (temperature 0) answers the same prompt the same way every time; sampled requests for a
                 # prompt seen before draw fresh noise (the per-prompt counter).
+                # With seed_per_sample the counter counts samples, and each sample has its own seed.
                 digest = int.from_bytes(hashlib.blake2b(prompt.encode(), digest_size=8).digest(), "big")
                 repeat = 0 if temperature == 0 else state.seen.get(digest, 0)
                 if temperature != 0:
-                    state.seen[digest] = repeat + 1
-                rng = random.Random(f"{s.seed}:{digest}:{repeat}")
-            texts = [_judge_text(prompt, rng, s) for _ in range(n)]
+                    state.seen[digest] = repeat + (n if s.seed_per_sample else 1)
+                shared = random.Random(f"{s.seed}:{digest}:{repeat}")
+            if s.seed_per_sample:
+                seeds = [f"{s.seed}:{digest}:s{repeat + i}" for i in range(n)]
+                rngs = [random.Random(seed) for seed in seeds]
+            else:
+                seeds, rngs = [f"{s.seed}:{digest}:{repeat}:{i}" for i in range(n)], [shared] * n
+            answers = [_judge_text(prompt, rng, s, None if top is None else random.Random(seed + ":lp"))
+                       for rng, seed in zip(rngs, seeds)]
+            texts = [text for text, _ in answers]
             choices = [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
                        for i, t in enumerate(texts)]
+            if top is not None:
+                bounds = _RANGE.search(prompt)
+                score_range = (int(bounds.group(1)), int(bounds.group(2))) if bounds else (1, 10)
+                for choice, (text, dists) in zip(choices, answers):
+                    choice["logprobs"] = {"content": token_logprobs(text, dists, score_range, top)}
             usage = {"prompt_tokens": len(prompt) // 4, "completion_tokens": sum(len(t) // 4 for t in texts)}
             usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
             return JSONResponse({"id": "sim", "object": "chat.completion", "model": body.get("model", "simulated"),
@@ -250,12 +352,16 @@ class SimulatedJudge:
     def stats(self) -> dict[str, Any]:
         return self.state.stats()
 
-    def reset(self) -> None:
+    def reset(self, forget_samples: bool = False) -> None:
+        """Zero the statistics; ``forget_samples`` also forgets how often each prompt was sampled, so the same
+        requests draw the same samples again."""
         s = self.state
         with s.lock:
             s.requests = s.completions = s.max_inflight = 0
             s.n_values.clear()
             s.bodies.clear()
+            if forget_samples:
+                s.seen.clear()
 
     def __enter__(self) -> "SimulatedJudge":
         return self.start()

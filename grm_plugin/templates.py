@@ -1,6 +1,7 @@
 """Build judge prompts from a ScoreRequest: the conversation, the (shuffled) responses and the output format.
 
-The prompt texts are data in ``prompts.py``; this module only fills them. ``render_judgement`` writes a judgement in a
+The prompt texts are data in ``prompts.py``; this module only fills them. With fixed principles (written upfront or
+given) a template's critique form is used, and ``build_principles_messages`` asks for the principles alone. ``render_judgement`` writes a judgement in a
 template's output format (the inverse of ``parsing.parse_judgement``), used by the simulated judge and the tests.
 """
 
@@ -39,15 +40,19 @@ _PLACEHOLDERS = {
 class Template:
     """A judge prompt: the user message text (``string.Template`` syntax), an optional system message, and the
     format the judge is asked to write its scores in (``boxed``: ``Scores: \\boxed{a, b}``, ``brackets``:
-    ``Final Scores: [[a, b]]``, ``tagged``: ``<scores>\\boxed{a, b}</scores>``)."""
+    ``Final Scores: [[a, b]]``, ``tagged``: ``<scores>\\boxed{a, b}</scores>``). ``critique_user`` is the user
+    message when the principles are fixed (the judge writes only the analysis and scores); ``principles_user`` asks
+    for the principles alone, from the conversation (None: the built-in principles prompt)."""
 
     name: str
     user: str
     system: str | None = None
     score_format: ScoreFormat = "boxed"
+    critique_user: str | None = None
+    principles_user: str | None = None
 
     def __post_init__(self) -> None:
-        for text in (self.user, self.system or ""):
+        for text in (self.user, self.system or "", self.critique_user or "", self.principles_user or ""):
             try:
                 ids = string.Template(text).get_identifiers()
             except ValueError as exc:  # pragma: no cover - get_identifiers tolerates bad '$'
@@ -66,15 +71,18 @@ class Template:
 
 
 BUILTIN_TEMPLATES: dict[str, Template] = {
-    "deepseek-grm": Template("deepseek-grm", prompts.DEEPSEEK_GRM, score_format="boxed"),
-    "deepseek-grm-single": Template("deepseek-grm-single", prompts.DEEPSEEK_GRM_SINGLE, score_format="boxed"),
-    "tagged": Template("tagged", prompts.TAGGED, score_format="tagged"),
+    "deepseek-grm": Template("deepseek-grm", prompts.DEEPSEEK_GRM, score_format="boxed",
+                             critique_user=prompts.DEEPSEEK_GRM_CRITIQUE),
+    "deepseek-grm-single": Template("deepseek-grm-single", prompts.DEEPSEEK_GRM_SINGLE, score_format="boxed",
+                                    critique_user=prompts.DEEPSEEK_GRM_SINGLE_CRITIQUE),
+    "tagged": Template("tagged", prompts.TAGGED, score_format="tagged", critique_user=prompts.TAGGED_CRITIQUE),
 }
+_TEMPLATE_KEYS = ("name", "user", "system", "score_format", "critique_user", "principles_user")
 
 
 def get_template(spec: str | Template | dict[str, Any]) -> Template:
     """Resolve a template: a built-in name, a Template, a dict with ``user`` (and optional ``system``,
-    ``score_format``, ``name``), or a path to a ``.yaml``/``.json`` file of such a dict or a ``.txt`` file holding
+    ``score_format``, ``name``, ``critique_user``, ``principles_user``), or a path to a ``.yaml``/``.json`` file of such a dict or a ``.txt`` file holding
     the user message.
 
     Example:
@@ -86,12 +94,13 @@ def get_template(spec: str | Template | dict[str, Any]) -> Template:
     if isinstance(spec, dict):
         if "user" not in spec:
             raise ConfigError("a template given as a dict needs a 'user' key holding the prompt text")
-        unknown = set(spec) - {"name", "user", "system", "score_format"}
+        unknown = set(spec) - set(_TEMPLATE_KEYS)
         if unknown:
-            raise ConfigError(f"template dict has unknown key(s) {sorted(unknown)}; expected name, user, system, "
-                              "score_format")
+            raise ConfigError(f"template dict has unknown key(s) {sorted(unknown)}; expected "
+                              f"{', '.join(_TEMPLATE_KEYS)}")
         return Template(name=spec.get("name", "custom"), user=spec["user"], system=spec.get("system"),
-                        score_format=spec.get("score_format", "boxed"))
+                        score_format=spec.get("score_format", "boxed"), critique_user=spec.get("critique_user"),
+                        principles_user=spec.get("principles_user"))
     if spec in BUILTIN_TEMPLATES:
         return BUILTIN_TEMPLATES[spec]
     path = Path(spec).expanduser()
@@ -183,8 +192,11 @@ def build_judge_messages(
     order: Sequence[int],
     template: Template,
     score_range: tuple[int, int] = (1, 10),
+    fixed_principles: str | None = None,
 ) -> list[dict[str, str]]:
-    """The chat messages sent to the judge for one sample: responses shown in ``order``.
+    """The chat messages sent to the judge for one sample: responses shown in ``order``. With ``fixed_principles``
+    the template's critique form is used: the principles are shown as the specific criteria and the judge writes
+    only the analysis and the scores (``request.principles`` is then not shown again).
 
     Example:
         >>> msgs = build_judge_messages(ScoreRequest(prompt="Hi", responses=["a", "b"]), [1, 0],
@@ -195,7 +207,14 @@ def build_judge_messages(
     extra = ""
     if request.reference:
         extra += string.Template(prompts.REFERENCE_SECTION).substitute(reference=request.reference.strip())
-    if request.principles:
+    user = template.user
+    if fixed_principles is not None:
+        if template.critique_user is None:
+            raise ConfigError(f"template {template.name!r} has no critique form ('critique_user'), which fixed "
+                              "principles need; add one or use principles='joint'")
+        user = template.critique_user
+        extra += string.Template(prompts.FIXED_PRINCIPLES_SECTION).substitute(principles=fixed_principles.strip())
+    elif request.principles:
         extra += string.Template(prompts.PRINCIPLES_SECTION).substitute(principles=request.principles.strip())
     values = {
         "n_responses": len(order),
@@ -207,15 +226,34 @@ def build_judge_messages(
         "score_example": score_example(len(order), template.score_format),
         "general_criteria": prompts.GENERAL_CRITERIA,
     }
+    return _messages(template.system, user, values)
+
+
+def build_principles_messages(prompt: Prompt, template: Template) -> list[dict[str, str]]:
+    """The chat messages asking the judge for the specific criteria of ``prompt`` alone, before any response.
+
+    Example:
+        >>> build_principles_messages("Hi", get_template("deepseek-grm"))[-1]["content"].endswith(
+        ...     "Specific Criteria: <the query-specific criteria with their weights>")
+        True
+    """
+    values = {"context": render_context(prompt), "general_criteria": prompts.GENERAL_CRITERIA, "n_responses": 0,
+              "score_min": "", "score_max": "", "responses": "", "extra_sections": "", "score_example": ""}
+    return _messages(template.system, template.principles_user or prompts.PRINCIPLES, values)
+
+
+def _messages(system: str | None, user: str, values: dict[str, Any]) -> list[dict[str, str]]:
     messages = []
-    if template.system:
-        messages.append({"role": "system", "content": string.Template(template.system).substitute(values)})
-    messages.append({"role": "user", "content": string.Template(template.user).substitute(values)})
+    if system:
+        messages.append({"role": "system", "content": string.Template(system).substitute(values)})
+    messages.append({"role": "user", "content": string.Template(user).substitute(values)})
     return messages
 
 
-def render_judgement(principles: str, critique: str, scores: Sequence[int], score_format: ScoreFormat = "boxed") -> str:
-    """Write a judgement the way a judge following ``score_format`` does (inverse of ``parse_judgement``).
+def render_judgement(principles: str | None, critique: str, scores: Sequence[int],
+                     score_format: ScoreFormat = "boxed") -> str:
+    """Write a judgement the way a judge following ``score_format`` does (inverse of ``parse_judgement``);
+    ``principles=None`` writes the critique form (analysis and scores only).
 
     Example:
         >>> render_judgement("Correctness (100%)", "Response 1 is right.", [8, 3])
@@ -224,5 +262,7 @@ def render_judgement(principles: str, critique: str, scores: Sequence[int], scor
     prefix, separator, suffix = SCORE_LINES[score_format]
     line = prefix + separator.join(str(s) for s in scores) + suffix
     if score_format == "tagged":
-        return f"<specific_criteria>{principles}</specific_criteria>\n<analysis>{critique}</analysis>\n{line}"
-    return f"Specific Criteria: {principles}\nAnalysis: {critique}\n{line}"
+        head = "" if principles is None else f"<specific_criteria>{principles}</specific_criteria>\n"
+        return f"{head}<analysis>{critique}</analysis>\n{line}"
+    head = "" if principles is None else f"Specific Criteria: {principles}\n"
+    return f"{head}Analysis: {critique}\n{line}"

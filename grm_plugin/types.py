@@ -114,6 +114,9 @@ class Judgement(BaseModel):
 
     ``scores`` are in the caller's original response order (the sample's shuffle already undone); ``order`` is the
     permutation that was shown (``order[j]`` = the original index of the response shown in slot j).
+    ``expected_scores`` (with ``expected_scores=True``): the expected score of each response under the judge's token
+    probabilities, in the caller's order; None when some score's probabilities could not be read (the sample then
+    votes its integer scores).
     """
 
     text: str
@@ -127,6 +130,7 @@ class Judgement(BaseModel):
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    expected_scores: list[float] | None = None
 
     @model_validator(mode="after")
     def _valid_has_scores(self) -> "Judgement":
@@ -146,8 +150,22 @@ class ScoreResult(BaseModel):
         samples / valid_samples: how many judgements were drawn and how many parsed.
         voted_samples: how many parsed judgements the votes sum over (all of them, or the top k_meta with a meta RM).
         meta_kept: with a meta RM, the indices (into ``judgements``) of the judgements that were voted.
-        prompt_tokens / completion_tokens: judge tokens spent on this request (0 when served from the cache).
+        prompt_tokens / completion_tokens: judge tokens spent on this request (0 when served from the cache),
+            writing upfront principles included.
         cached: whether the result came from the cache without engine calls.
+        rounds / stopped_early: adaptive k: the rounds of samples drawn, and whether the stopping rule ended the draw
+            before k_max (fixed k: one round, never early).
+        slot_imbalance: how unevenly the responses sat in the slots over the samples drawn (largest minus smallest
+            count of a (response, slot) pair; 0 = perfectly balanced).
+        principles_mode: where the specific criteria came from: 'joint' (each sample wrote its own), 'upfront'
+            (written once per prompt) or 'given'.
+        principles_tokens: judge tokens this request spent writing upfront principles (0 when they were reused).
+        principles_reused: the upfront principles came from the cache (memory or disk) or another request.
+        principles_tokens_saved: judge tokens not written because the principles were fixed: samples x the
+            principles' length in tokens (for given principles, estimated as 4 characters a token).
+        expected_votes / expected_samples: with ``expected_scores``: the summed expected scores of the voted samples
+            (``rewards`` and ``best`` then come from them) and how many voted samples had every score read from
+            log-probabilities.
     """
 
     rewards: list[float | None]
@@ -162,6 +180,15 @@ class ScoreResult(BaseModel):
     completion_tokens: int = 0
     cached: bool = False
     metadata: dict[str, Any] = Field(default_factory=dict)
+    rounds: int = 0
+    stopped_early: bool = False
+    slot_imbalance: int | None = None
+    principles_mode: Literal["joint", "upfront", "given"] | None = None
+    principles_tokens: int = 0
+    principles_reused: bool = False
+    principles_tokens_saved: int = 0
+    expected_votes: list[float] | None = None
+    expected_samples: int = 0
 
     @property
     def mean_scores(self) -> list[float] | None:

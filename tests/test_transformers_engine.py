@@ -307,6 +307,21 @@ async def test_a_scores_constraint_makes_every_completion_end_with_a_scores_line
         assert re.fullmatch(constraint.regex(), sample.text), sample.text
 
 
+async def test_logprobs_are_the_models_own_token_probabilities(backend):
+    sampling = SamplingParams(temperature=0.0, max_tokens=8, logprobs=5)
+    [[completion]] = await backend.generate([LONG], 1, sampling)
+    assert completion.logprobs is not None and len(completion.logprobs) == completion.completion_tokens
+    for entry in completion.logprobs:  # greedy: every token is the most likely one of its top 5
+        assert 1 <= len(entry.top) <= 5 and entry.logprob == pytest.approx(max(entry.top.values()))
+    loaded = backend.load()
+    with torch.no_grad():
+        logits = loaded.model(torch.tensor([loaded.encode(LONG)])).logits[0, -1]
+    first = torch.log_softmax(logits.float(), dim=-1).max().item()
+    assert completion.logprobs[0].logprob == pytest.approx(first, abs=1e-4)  # what a plain forward pass gives
+    [[plain]] = await backend.generate([LONG], 1, SamplingParams(temperature=0.0, max_tokens=8))
+    assert plain.logprobs is None and plain.text == completion.text
+
+
 async def test_a_model_that_is_not_on_disk_is_a_clear_error_and_never_downloaded():
     backend = TransformersBackend("no-such-org/no-such-judge", device="cpu")
     with pytest.raises(ConfigError, match="never downloads.*no-such-org/no-such-judge|no-such-org/no-such-judge.*"

@@ -47,22 +47,38 @@ class ScoresConstraint:
 
 @dataclass(frozen=True)
 class SamplingParams:
+    """How to sample. ``logprobs`` > 0 asks for each generated token's log-probability and that many most likely
+    alternatives (``top_logprobs``); engines that cannot give them return completions without."""
+
     temperature: float = 0.0
     top_p: float = 1.0
     max_tokens: int = 2048
     extra_body: dict[str, Any] = field(default_factory=dict)
     constraint: ScoresConstraint | None = None
+    logprobs: int = 0
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token: its text, its log-probability (None when unknown) and the most likely alternatives at
+    its position (token text -> log-probability), as OpenAI's ``logprobs.content`` entries carry them."""
+
+    token: str
+    logprob: float | None = None
+    top: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Completion:
     """One sampled completion. Token counts of a request with n>1 are split over its completions so that they
-    sum to the request's usage; ``prompt_tokens`` is carried by the first completion only."""
+    sum to the request's usage; ``prompt_tokens`` is carried by the first completion only. ``logprobs`` holds one
+    entry per generated token when they were asked for and the engine returned them, else None."""
 
     text: str
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    logprobs: tuple[TokenLogprob, ...] | None = None
 
 
 @runtime_checkable
@@ -93,4 +109,4 @@ def make_backend(config: "GRMConfig") -> Backend:  # noqa: F821 - imported lazil
     raise ValueError(f"unknown engine {engine!r}")  # pragma: no cover - the config's Literal prevents it
 
 
-__all__ = ["Backend", "ChatMessages", "Completion", "SamplingParams", "ScoresConstraint", "make_backend"]
+__all__ = ["Backend", "ChatMessages", "Completion", "SamplingParams", "ScoresConstraint", "TokenLogprob", "make_backend"]

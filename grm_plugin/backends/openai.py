@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import httpx2
 
 from ..errors import BackendError
-from . import ChatMessages, Completion, SamplingParams
+from . import ChatMessages, Completion, SamplingParams, TokenLogprob
 from ._retry import retry_delay
 
 logger = logging.getLogger("grm_plugin.backends.openai")
@@ -27,6 +27,24 @@ RETRY_STATUSES = frozenset({408, 409, 425, 429})
 
 def _is_retryable_status(status: int) -> bool:
     return status in RETRY_STATUSES or status >= 500
+
+
+def read_logprobs(choice: dict[str, Any]) -> tuple[TokenLogprob, ...] | None:
+    """A choice's ``logprobs.content`` (OpenAI's shape, as vLLM and SGLang serve it) as TokenLogprobs; None when
+    the server sent none."""
+    logprobs = choice.get("logprobs")
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    if not isinstance(content, list):
+        return None
+    tokens = []
+    for entry in content:
+        if not isinstance(entry, dict) or not isinstance(entry.get("token"), str):
+            return None
+        top = {alt["token"]: float(alt["logprob"]) for alt in entry.get("top_logprobs") or []
+               if isinstance(alt, dict) and isinstance(alt.get("token"), str) and alt.get("logprob") is not None}
+        logprob = entry.get("logprob")
+        tokens.append(TokenLogprob(entry["token"], None if logprob is None else float(logprob), top))
+    return tuple(tokens)
 
 
 def _server_message(response: httpx2.Response) -> str:
@@ -213,6 +231,9 @@ class OpenAIBackend:
         }
         if n != 1:
             body["n"] = n
+        if sampling.logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = sampling.logprobs
         body.update(self.extra_body)
         body.update(sampling.extra_body)
         if sampling.constraint is not None:
@@ -237,6 +258,7 @@ class OpenAIBackend:
                 finish_reason=choice.get("finish_reason"),
                 prompt_tokens=prompt_tokens if i == 0 else 0,
                 completion_tokens=share + (remainder if i == 0 else 0),
+                logprobs=read_logprobs(choice) if sampling.logprobs else None,
             ))
         return completions
 

@@ -46,7 +46,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the opti
     ) from exc
 
 from ..errors import BackendError, ConfigError
-from . import ChatMessages, Completion, SamplingParams, ScoresConstraint
+from . import ChatMessages, Completion, SamplingParams, ScoresConstraint, TokenLogprob
 
 logger = logging.getLogger("grm_plugin.backends.transformers")
 
@@ -235,6 +235,7 @@ class RowOutput:
     text: str
     completion_tokens: int
     finish_reason: str
+    logprobs: tuple[TokenLogprob, ...] | None = None
 
 
 class LoadedModel:
@@ -314,7 +315,7 @@ class LoadedModel:
                           and threading.current_thread() is not threading.main_thread()
                           and _GRAPH_THREADS.get(threading.get_ident(), True))
                 try:
-                    sequences, width = self._generate(*args)
+                    sequences, width, recorder = self._generate(*args)
                 except Exception as exc:
                     if not graphs:
                         raise
@@ -325,8 +326,8 @@ class LoadedModel:
                     _warn_once("graphs:" + self.name, "%s: compiled static-cache decoding with CUDA graphs failed on "
                                "the engine's thread (%r); continuing without CUDA graphs", self.name, exc)
                     self._static_cache = self._static_shape = None
-                    sequences, width = self._generate(*args)
-        outputs = self._read(sequences, width)
+                    sequences, width, recorder = self._generate(*args)
+        outputs = self._read(sequences, width, recorder)
         grouped, at = [], 0
         for count, generated in zip(counts, rows):
             mine = outputs[at:at + generated]
@@ -361,9 +362,14 @@ class LoadedModel:
             _warn_once("extra_body:" + ",".join(ignored), "the transformers engine ignores extra_body keys %s "
                        "(it understands %s)", ignored, sorted(_EXTRA_BODY_KEYS))
         kwargs.update(extra)
+        recorder = LogprobRecorder(sampling.logprobs) if sampling.logprobs > 0 else None
         if constraints is not None and any(c is not None for c in constraints):
             kwargs["logits_processor"] = self._constraint_processor(
                 [constraints[i] for i in index.tolist()], sampling.max_tokens, width)
+        if recorder is not None:  # first, so it records the model's own distribution, before any constraint
+            from transformers import LogitsProcessorList
+
+            kwargs["logits_processor"] = LogitsProcessorList([recorder, *kwargs.get("logits_processor", [])])
         shared = prefill_once and expanded > batch and width > 1
         if shared and self.prefill_unsupported is None:
             try:
@@ -384,7 +390,7 @@ class LoadedModel:
         if expanded != batch:
             input_ids, attention_mask = input_ids[index], attention_mask[index]
         sequences = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        return sequences, width
+        return sequences, width, recorder
 
     def _prefill(self, input_ids, attention_mask, index, max_cache_len, cache_implementation):
         """Run the prompts minus their last token once; return their KV cache expanded to one row per sample."""
@@ -442,8 +448,9 @@ class LoadedModel:
                                           prompt_length=width, eos_token_id=self.eos_ids or None)
         return LogitsProcessorList([processor])
 
-    def _read(self, sequences: torch.Tensor, width: int) -> list[RowOutput]:
-        """Text, token count (up to the first end-of-sequence, padding excluded) and finish reason of each row."""
+    def _read(self, sequences: torch.Tensor, width: int, recorder: "LogprobRecorder | None" = None) -> list[RowOutput]:
+        """Text, token count (up to the first end-of-sequence, padding excluded), finish reason and, when recorded,
+        the token log-probabilities of each row."""
         generated = sequences[:, width:]
         steps = generated.shape[1]
         if self.eos_ids:
@@ -457,8 +464,17 @@ class LoadedModel:
         with self.tokenizer_lock:
             texts = self.tokenizer.batch_decode([row[:n] for row, n in zip(tokens, lengths_list)],
                                                 skip_special_tokens=True)
-        return [RowOutput(text, n, "stop" if stop else "length")
-                for text, n, stop in zip(texts, lengths_list, stopped_list)]
+        logprobs = (recorder.rows(tokens, lengths_list, self._token_texts) if recorder is not None
+                    else [None] * len(texts))
+        return [RowOutput(text, n, "stop" if stop else "length", row_logprobs)
+                for text, n, stop, row_logprobs in zip(texts, lengths_list, stopped_list, logprobs)]
+
+    def _token_texts(self, ids: Sequence[int]) -> dict[int, str]:
+        """Each token id's own text (special tokens as empty text, as in the decoded completion)."""
+        ids = sorted(set(ids))
+        with self.tokenizer_lock:
+            texts = self.tokenizer.batch_decode([[i] for i in ids], skip_special_tokens=True)
+        return dict(zip(ids, texts))
 
 
 def off_main_thread_compile_config() -> Any:
@@ -532,6 +548,43 @@ def enable_cuda_graphs_on_this_thread() -> bool:
     return ok
 
 
+class LogprobRecorder:
+    """A logits processor that keeps, at every generation step, the ``top`` most likely tokens of every row and their
+    log-probabilities (the model's distribution, before temperature, top-p and any constraint apply). It changes
+    nothing it sees."""
+
+    def __init__(self, top: int) -> None:
+        self.top = int(top)
+        self.values: list[torch.Tensor] = []
+        self.indices: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        best = torch.log_softmax(scores.float(), dim=-1).topk(min(self.top, scores.shape[-1]), dim=-1)
+        self.values.append(best.values)
+        self.indices.append(best.indices)
+        return scores
+
+    def rows(self, tokens: list[list[int]], lengths: list[int], texts_of) -> list[tuple[TokenLogprob, ...] | None]:
+        """Per row, one TokenLogprob per generated token (``tokens[r][:lengths[r]]``); ``texts_of`` maps token ids
+        to their texts."""
+        if not self.values:
+            return [None] * len(tokens)
+        values = torch.stack(self.values, dim=1).cpu().tolist()  # rows x steps x top
+        indices = torch.stack(self.indices, dim=1).cpu().tolist()
+        text = texts_of([t for row, n in zip(tokens, lengths) for t in row[:n]]
+                        + [i for row in indices for step in row for i in step])
+        out = []
+        for r, (row, n) in enumerate(zip(tokens, lengths)):
+            entries = []
+            for t in range(min(n, len(values[r]))):
+                top: dict[str, float] = {}
+                for index, value in zip(indices[r][t], values[r][t]):
+                    top[text[index]] = max(value, top.get(text[index], float("-inf")))
+                entries.append(TokenLogprob(text[row[t]], top.get(text[row[t]]), top))
+            out.append(tuple(entries))
+        return out
+
+
 class _PrefillUnsupported(Exception):
     """The model or cache cannot share a prefill between samples."""
 
@@ -585,7 +638,7 @@ def _sampling_key(sampling: SamplingParams) -> tuple:
     extra = tuple(sorted((k, repr(v)) for k, v in sampling.extra_body.items()))
     temperature = sampling.temperature if sampling.temperature > 0 else 0.0
     top_p = sampling.top_p if temperature > 0 else 1.0
-    return temperature, top_p, sampling.max_tokens, extra
+    return temperature, top_p, sampling.max_tokens, extra, sampling.logprobs
 
 
 def plan_batches(jobs: Sequence[_Job], max_new_tokens: int, max_batch_tokens: int, max_batch_size: int,
@@ -762,7 +815,7 @@ class TransformersBackend:
     @staticmethod
     def _completion(row: RowOutput, prompt_tokens: int) -> Completion:
         return Completion(text=row.text, finish_reason=row.finish_reason, prompt_tokens=prompt_tokens,
-                          completion_tokens=row.completion_tokens)
+                          completion_tokens=row.completion_tokens, logprobs=row.logprobs)
 
     async def aclose(self) -> None:
         """Stop this event loop's worker; requests still waiting in it are cancelled. The model stays loaded."""
