@@ -420,6 +420,9 @@ def serve(
     invalid_reward: Optional[float] = typer.Option(None, help="Reward when no judgement parses "
                                                    "(default: the middle of the score range)."),
     workers: int = typer.Option(1, help="Server processes (each with its own micro-batcher and engine client)."),
+    meta_rm: Optional[Path] = typer.Option(None, "--meta-rm", help="A local sequence-classification meta RM folder: "
+                                           "guided voting for /get_reward and /v1/score, and POST /classify "
+                                           "(vLLM's classification API) for remote HTTPMetaRM clients."),
     k: Optional[int] = typer.Option(None, help="Judgements sampled per request (voting)."),
     model: Optional[str] = typer.Option(None, help="Judge model name on the server."),
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible judge endpoint, e.g. http://localhost:8001/v1."),
@@ -438,8 +441,17 @@ def serve(
                                  max_batch=max_batch, max_items=max_items, max_body_bytes=max_body_bytes,
                                  request_timeout_s=request_timeout, labels_as_reference=not no_label_reference,
                                  invalid_reward=invalid_reward, workers=workers)
+        meta = None
+        if meta_rm is not None:
+            if workers > 1:
+                raise _fail("error: --meta-rm runs with one worker (--workers 1)", 2)
+            if not meta_rm.is_dir():
+                raise _fail(f"error: --meta-rm: {str(meta_rm)!r} is not a folder with a sequence-classification model", 2)
+            from .meta_rm import TransformersMetaRM
+
+            meta = TransformersMetaRM(str(meta_rm))
         reward = GRMReward(config_file=str(config) if config else None, k=k, model=model, base_url=base_url,
-                           mode=mode)
+                           mode=mode, meta_rm=meta)
         if workers > 1:  # worker processes rebuild both from the environment (grm_plugin.server.app_from_env)
             judge = {"GRM_K": k, "GRM_MODEL": model, "GRM_BASE_URL": base_url, "GRM_MODE": mode,
                      "GRM_CONFIG_FILE": str(config.resolve()) if config else None}
@@ -454,7 +466,7 @@ def serve(
         raise _fail(f"error: {format_validation_error(exc, 'serve settings')}", 2) from None
     except GRMError as exc:
         raise _fail(f"error: {exc}", 2) from None
-    run(reward, settings)
+    run(reward, settings, meta)
 
 
 @app.command("simulate-judge")
@@ -468,6 +480,30 @@ def simulate_judge(
 
     run(["--port", str(port), "--noise", str(noise), "--settings", json.dumps({"position_bias": position_bias})])
 
+
+PLUGIN_FILES = {"swift": ("swift_plugin", "grm_swift_plugin.py")}  # under grm_plugin/adapters/
+
+
+@app.command("plugin-path")
+def plugin_path(
+    framework: str = typer.Argument(..., help="The framework: swift (ms-swift's --external_plugins)."),
+) -> None:
+    """Print the path of the plugin file a framework loads by path, e.g.
+    `swift rlhf ... --external_plugins "$(grm plugin-path swift)" --reward_funcs grm`."""
+    if framework not in PLUGIN_FILES:
+        raise _fail(f"error: no plugin file for {framework!r}; choose from: {', '.join(sorted(PLUGIN_FILES))}", 2)
+    import grm_plugin.adapters
+
+    typer.echo(str(Path(grm_plugin.adapters.__file__).resolve().parent.joinpath(*PLUGIN_FILES[framework])))
+
+
+def _add_spct() -> None:
+    from .spct.cli import app as spct_app
+
+    app.add_typer(spct_app, name="spct")
+
+
+_add_spct()
 
 if __name__ == "__main__":  # pragma: no cover
     app()

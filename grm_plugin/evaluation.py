@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .errors import InvalidRequestError
+from .preferences import PreferenceItem, load_preferences
 
 # RewardBench's sections (subset -> section). Within a section subsets are weighted by their example counts,
 # except Reasoning, where math-prm counts as much as all hep-* code subsets together; the overall score is the
@@ -35,16 +35,7 @@ REWARDBENCH_SECTIONS = {
 }
 
 
-@dataclass
-class EvalItem:
-    """One evaluation item: a prompt, its responses, which one is best, and its subset."""
-
-    id: str
-    prompt: Any
-    responses: list[Any]
-    best: int
-    subset: str = "all"
-    reference: Optional[str] = None
+EvalItem = PreferenceItem  # one evaluation item: a prompt, its responses, which one is best, and its subset
 
 
 @dataclass
@@ -62,75 +53,11 @@ class ItemSamples:
     meta: list[Optional[float]] = field(default_factory=list)  # meta RM scores per sample, with a meta RM
 
 
-# --- loading -------------------------------------------------------------------------------------------------------
-
-
-def _rows(source: str) -> list[dict[str, Any]]:
-    path = Path(source)
-    if path.suffix in (".jsonl", ".json") and path.is_file():
-        text = path.read_text(encoding="utf-8")
-        if path.suffix == ".json":
-            data = json.loads(text)
-            return data if isinstance(data, list) else data.get("data") or data.get("rows") or []
-        rows = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise InvalidRequestError(f"{source} line {number}: not valid JSON ({exc.msg})") from None
-        return rows
-    try:
-        import datasets
-    except ImportError as exc:
-        raise ImportError(f"reading {source!r} needs the datasets package: pip install 'grm-plugin[eval]'") from exc
-    if path.suffix == ".parquet" and path.is_file():
-        return list(datasets.Dataset.from_parquet(str(path)))
-    if path.exists():
-        loaded = datasets.load_from_disk(str(path))
-    else:  # a hub id: only for users with a network
-        split = None
-        name = source
-        if ":" in source:
-            name, split = source.split(":", 1)
-        loaded = datasets.load_dataset(name, split=split or "train")
-    if isinstance(loaded, datasets.DatasetDict):
-        loaded = loaded[next(iter(loaded))]
-    return list(loaded)
-
-
 def load_items(source: str | Sequence[dict[str, Any]], limit: int | None = None) -> list[EvalItem]:
-    """Evaluation items from a file (JSONL/JSON/parquet), a saved or hub ``datasets`` dataset, or rows.
-
-    Pairwise rows need ``prompt``, ``chosen``, ``rejected`` (``subset`` optional); multi-response rows ``prompt``,
-    ``responses``, ``best``. Raises InvalidRequestError naming the row and the missing field.
-    """
-    rows = _rows(source) if isinstance(source, str) else list(source)
-    items = []
-    for i, row in enumerate(rows[:limit] if limit else rows):
-        ident = str(row.get("id", i))
-        subset = str(row.get("subset") or "all")
-        reference = row.get("reference") or None
-        if "chosen" in row or "rejected" in row:
-            missing = [key for key in ("prompt", "chosen", "rejected") if row.get(key) in (None, "")]
-            if missing:
-                raise InvalidRequestError(f"row {i} (id {ident}): missing {', '.join(missing)} (pairwise rows need "
-                                          "prompt, chosen, rejected)")
-            items.append(EvalItem(ident, row["prompt"], [row["chosen"], row["rejected"]], 0, subset, reference))
-        elif "responses" in row:
-            responses, best = row.get("responses"), row.get("best")
-            if row.get("prompt") in (None, ""):
-                raise InvalidRequestError(f"row {i} (id {ident}): missing prompt")
-            if not isinstance(responses, list) or len(responses) < 2:
-                raise InvalidRequestError(f"row {i} (id {ident}): responses must be a list of at least 2")
-            if not isinstance(best, int) or not 0 <= best < len(responses):
-                raise InvalidRequestError(f"row {i} (id {ident}): best must be an index into responses "
-                                          f"(0..{len(responses) - 1}), got {best!r}")
-            items.append(EvalItem(ident, row["prompt"], list(responses), best, subset, reference))
-        else:
-            raise InvalidRequestError(f"row {i} (id {ident}): expected pairwise columns (prompt, chosen, rejected) "
-                                      f"or multi-response columns (prompt, responses, best); got {sorted(row)}")
-    return items
+    """Evaluation items (see ``preferences.load_preferences``): pairwise rows need ``prompt``, ``chosen``,
+    ``rejected`` (``subset`` optional); multi-response rows ``prompt``, ``responses``, ``best`` (or ``labels``).
+    Raises InvalidRequestError naming the row and the missing field."""
+    return load_preferences(source, limit)
 
 
 # --- sampling (resumable) --------------------------------------------------------------------------------------------

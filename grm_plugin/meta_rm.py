@@ -2,8 +2,9 @@
 k_meta = k/2 judgements by meta score, then sum-vote).
 
 ``MetaRM`` is the protocol (``async arate(request, judgements) -> one float per judgement``); ``FunctionMetaRM`` wraps
-any function (a served classifier behind your own client, a rule), ``TransformersMetaRM`` runs a sequence
-classification checkpoint locally (one logit, or the positive class of two). The input format follows the paper:
+any function (a rule, your own client), ``TransformersMetaRM`` runs a sequence classification checkpoint locally (one
+logit, or the positive class of two), ``HTTPMetaRM`` calls a served classifier through the classification API of vLLM
+and SGLang (``POST /classify``), which ``grm serve --meta-rm FOLDER`` also speaks. The input format follows the paper:
 "Please score the responses." then ``#### Conversation Context ####`` (the query and the responses, in the order the
 judgement saw them) and ``#### Responses to be Scored ####`` holding the judgement's principles, critique and scores.
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
+import weakref
 from typing import Any, Awaitable, Callable, Protocol, Sequence, Union, runtime_checkable
 
 from .types import Judgement, Message, ScoreRequest
@@ -100,6 +103,7 @@ class TransformersMetaRM:
         if getattr(self.model.config, "pad_token_id", None) is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.tokenizer.truncation_side = "left"
+        self.tokenizer.padding_side = "right"  # no fully masked query rows (NaN on CUDA); the last real token is read
         self.batch_size = batch_size
         self.max_length = max_length
 
@@ -124,11 +128,85 @@ class TransformersMetaRM:
         return await asyncio.to_thread(self.rate_texts, texts)
 
 
+class HTTPMetaRM:
+    """A served sequence-classification meta RM behind vLLM's / SGLang's classification API (``grm serve --meta-rm``
+    speaks it too): ``POST url`` with ``{"model", "input": [texts]}``, answered ``{"data": [{"index", "probs"}]}``.
+    A judgement's meta score is the probability of the positive class (the last of ``probs``).
+
+    Args:
+        url: the endpoint, e.g. ``http://host:8000/classify`` (vLLM) or ``http://host:30000/v1/classify`` (SGLang).
+        model: the served model name (vLLM needs it when it serves several).
+        timeout / max_retries: as for the judge engine; 429, 5xx, timeouts and connection errors are retried.
+    """
+
+    def __init__(self, url: str, model: str | None = None, *, api_key: str | None = None, timeout: float = 120.0,
+                 max_retries: int = 4, batch_size: int = 64) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"url: expected an http(s) URL of a /classify endpoint, got {url!r}")
+        self.url, self.model, self.name = url, model, f"{url}#{model or ''}"
+        self._api_key, self.timeout, self.max_retries, self.batch_size = api_key, timeout, max_retries, batch_size
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_clients"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._clients = weakref.WeakKeyDictionary()
+
+    def _client(self) -> Any:
+        from .backends.openai import OpenAIBackend
+
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:  # one pooled client per event loop, made inside it
+            client = OpenAIBackend(self.url, self.model, api_key=self._api_key, timeout=self.timeout,
+                                   max_retries=self.max_retries)
+            self._clients[loop] = client
+        return client
+
+    async def rate_texts(self, texts: Sequence[str]) -> list[float]:
+        from .errors import BackendError
+
+        scores: list[float] = []
+        for start in range(0, len(texts), self.batch_size):
+            chunk = list(texts[start:start + self.batch_size])
+            body: dict[str, Any] = {"input": chunk}
+            if self.model:
+                body["model"] = self.model
+            reply = await self._client()._send("POST", self.url, body)
+            data = sorted(reply.get("data") or [], key=lambda d: d.get("index", 0))
+            if len(data) != len(chunk) or not all(isinstance(d.get("probs"), list) and d["probs"] for d in data):
+                raise BackendError(f"POST {self.url}: expected {len(chunk)} results with probs, got "
+                                   f"{str(reply)[:200]}", endpoint=self.url)
+            scores += [float(d["probs"][-1]) for d in data]
+        return scores
+
+    async def arate(self, request: ScoreRequest, judgements: Sequence[Judgement]) -> list[float]:
+        return await self.rate_texts([meta_rm_prompt(request, j) for j in judgements])
+
+    async def aclose(self) -> None:
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+
+
+def classify_reply(scores: Sequence[float], model: str) -> dict[str, Any]:
+    """A classification-API reply (vLLM's /classify shape) for meta RM scores (logits or log-odds): the positive
+    class's probability as ``probs`` of one class."""
+    data = [{"index": i, "label": "correct" if s >= 0 else "incorrect", "probs": [0.5 * (1.0 + math.tanh(s / 2))],
+             "num_classes": 1} for i, s in enumerate(scores)]
+    return {"object": "list", "model": model, "data": data}
+
+
 def keep_top(judgements: Sequence[Judgement], meta_scores: Sequence[float], k_meta: int) -> list[int]:
-    """Indices of the ``k_meta`` valid judgements with the highest meta scores (earlier samples win ties)."""
+    """Indices of the ``k_meta`` valid judgements with the highest meta scores (earlier samples win ties; NaN and
+    infinite scores rank last)."""
     valid = [i for i, j in enumerate(judgements) if j.valid and j.scores is not None]
-    ranked = sorted(valid, key=lambda i: (-meta_scores[i], i))
+    # a non-finite meta score (a diverged classifier) ranks below every finite one instead of scrambling the sort
+    ranked = sorted(valid, key=lambda i: (-meta_scores[i] if math.isfinite(meta_scores[i]) else math.inf, i))
     return sorted(ranked[:k_meta])
 
 
-__all__ = ["FunctionMetaRM", "MetaRM", "TransformersMetaRM", "keep_top", "meta_rm_prompt"]
+__all__ = ["FunctionMetaRM", "HTTPMetaRM", "MetaRM", "TransformersMetaRM", "classify_reply", "keep_top",
+           "meta_rm_prompt"]

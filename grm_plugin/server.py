@@ -4,7 +4,8 @@
 in 0..1 and ``extra_logs`` out). OpenRLHF sends one rollout per request, many at once, so requests are gathered for
 ``batch_window_ms`` (or until ``max_batch`` rollouts) by a micro-batcher and judged together: rollouts of one prompt
 that meet in a window share a judge prompt in group mode. ``POST /v1/score`` takes ScoreRequests and returns
-ScoreResults; ``GET /health``; ``GET /metrics`` (Prometheus text). Every input is validated (422 naming the field,
+ScoreResults; ``GET /health``; ``GET /metrics`` (Prometheus text); with a meta RM, ``POST /classify`` (vLLM's
+classification API) rates meta RM inputs. Every input is validated (422 naming the field,
 413 for oversize bodies or lists, 401 without the bearer token when one is set); an engine failure after retries is
 a 503 with the reason, and the server keeps serving.
 """
@@ -15,6 +16,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import inspect
 import logging
 import math
 import re
@@ -35,6 +37,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .batching import RowSlot
 from .config import format_validation_error
 from .errors import GRMError, InvalidRequestError
+from .meta_rm import classify_reply
 from .reward import RewardFunction, RowJudgements
 from .types import ScoreRequest
 
@@ -332,8 +335,9 @@ class _BadRequest(Exception):
         self.message = message
 
 
-def create_app(reward: RewardFunction, settings: ServeSettings | None = None) -> FastAPI:
-    """The FastAPI app serving ``reward``."""
+def create_app(reward: RewardFunction, settings: ServeSettings | None = None, meta_rm: Any = None) -> FastAPI:
+    """The FastAPI app serving ``reward``; with a ``meta_rm`` that rates raw texts (``TransformersMetaRM``), also the
+    classification API of vLLM/SGLang at ``POST /classify`` and ``/v1/classify``, for ``HTTPMetaRM`` clients."""
     settings = settings or ServeSettings()
     metrics = Metrics()
     batcher = MicroBatcher(reward, settings, metrics)
@@ -454,6 +458,25 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None) ->
             return _error(503, f"judge engine failed: {exc}", retryable=True)
         return JSONResponse({"results": [r.model_dump(mode="json") for r in results]})
 
+    async def classify(request: Request) -> JSONResponse:
+        try:
+            payload = await _read_json(request, settings.max_body_bytes)
+            texts = payload.get("input") if isinstance(payload, dict) else None
+            texts = [texts] if isinstance(texts, str) else texts
+            if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
+                raise _BadRequest(422, "input: expected a non-empty string or list of non-empty strings")
+            if len(texts) > settings.max_items:
+                raise _BadRequest(413, f"input: {len(texts)} items exceed the limit of {settings.max_items}")
+        except _BadRequest as bad:
+            return _error(bad.status, bad.message)
+        rate = meta_rm.rate_texts
+        scores = await rate(texts) if inspect.iscoroutinefunction(rate) else await asyncio.to_thread(rate, texts)
+        return JSONResponse(classify_reply(scores, getattr(meta_rm, "name", "meta-rm")))
+
+    if meta_rm is not None:
+        app.add_route("/classify", classify, methods=["POST"])
+        app.add_route("/v1/classify", classify, methods=["POST"])
+
     # Plain Starlette routes: both handlers read and validate their bodies themselves (clear 4xx messages), so
     # FastAPI's per-request dependency solving would only cost CPU on the hot path.
     app.add_route("/get_reward", get_reward, methods=["POST"])
@@ -481,7 +504,7 @@ def app_from_env() -> FastAPI:
     return create_app(GRMReward(), ServeSettings())
 
 
-def serve(reward: RewardFunction, settings: ServeSettings) -> None:
+def serve(reward: RewardFunction, settings: ServeSettings, meta_rm: Any = None) -> None:
     """Run the server until interrupted (SIGINT/SIGTERM drain in-flight requests first). With ``workers > 1`` each
     uvicorn worker process rebuilds the reward from the environment (``app_from_env``), so pass the judge's
     configuration as GRM_* variables or a config file (the CLI does that for its options)."""
@@ -492,7 +515,7 @@ def serve(reward: RewardFunction, settings: ServeSettings) -> None:
     if settings.workers > 1:
         uvicorn.run("grm_plugin.server:app_from_env", factory=True, workers=settings.workers, **kwargs)
     else:
-        uvicorn.run(create_app(reward, settings), **kwargs)
+        uvicorn.run(create_app(reward, settings, meta_rm), **kwargs)
 
 
 __all__ = ["END_TOKENS", "GetRewardBody", "MicroBatcher", "ServeSettings", "app_from_env", "create_app",

@@ -10,7 +10,7 @@ import pickle
 import pytest
 
 from grm_plugin import GRMReward, ScoreRequest
-from grm_plugin.errors import ConfigError
+from grm_plugin.errors import BackendError, ConfigError
 from grm_plugin.meta_rm import FunctionMetaRM, keep_top, meta_rm_prompt
 from grm_plugin.simulated_judge import with_quality
 from grm_plugin.types import Judgement
@@ -56,6 +56,9 @@ def test_keep_top_ignores_invalid_judgements_and_breaks_ties_by_sample_order():
     judgements = [valid, invalid, valid, valid]
     assert keep_top(judgements, [0.5, 9.0, 0.5, 0.7], 2) == [0, 3]
     assert keep_top(judgements, [0.1, 9.0, 0.5, 0.5], 2) == [2, 3]
+    nan = float("nan")  # a diverged classifier: non-finite scores rank below every finite one
+    assert keep_top(judgements, [nan, 9.0, 0.1, 0.2], 2) == [2, 3]
+    assert keep_top(judgements, [0.3, 9.0, nan, float("inf")], 2) == [0, 2]
 
 
 def test_async_meta_rm_and_pickling(sim_judge):
@@ -160,3 +163,35 @@ def test_grm_eval_cli_with_a_meta_rm_folder(sim_judge, tiny_meta_rm_dir, tmp_pat
     missing = subprocess.run(command + ["--meta-rm", str(tmp_path / "nope")], capture_output=True, text=True,
                              timeout=120)
     assert missing.returncode == 2 and "--meta-rm" in missing.stderr
+
+
+def test_http_meta_rm_against_grm_serve_classify_matches_the_local_meta_rm(sim_judge, tiny_meta_rm_dir):
+    """The remote meta RM speaks vLLM's classification API; `grm serve --meta-rm` serves it (here create_app with
+    the tiny classifier under uvicorn): same ranking as the local model, so guided voting keeps the same samples."""
+    import math
+
+    import httpx
+
+    pytest.importorskip("uvicorn")
+    from served_app import Server
+
+    from grm_plugin.meta_rm import HTTPMetaRM, TransformersMetaRM
+
+    local = TransformersMetaRM(str(tiny_meta_rm_dir), device="cpu")
+    judge = GRMReward(base_url=sim_judge.base_url, model="sim", k=6, cache_size=0)
+    with Server(judge, meta_rm=local) as server:
+        remote = HTTPMetaRM(f"{server.url}/classify", model="tiny")
+        [with_local] = GRMReward(judge.config, meta_rm=local).score([REQUEST])
+        [with_remote] = GRMReward(judge.config, meta_rm=remote).score([REQUEST])
+        assert with_remote.meta_kept == with_local.meta_kept and with_remote.votes == with_local.votes
+        expected = [1 / (1 + math.exp(-j.meta_score)) for j in with_local.judgements]
+        assert [j.meta_score for j in with_remote.judgements] == pytest.approx(expected, abs=1e-4)
+        for body, status in [({"input": []}, 422), ({"input": [3]}, 422), ({"text": "x"}, 422)]:
+            reply = httpx.post(f"{server.url}/v1/classify", json=body)
+            assert reply.status_code == status and "input" in reply.json()["error"]["message"]
+        assert httpx.post(f"{server.url}/classify", json={"input": "one text"}).json()["data"][0]["num_classes"] == 1
+    down = HTTPMetaRM(f"{server.url}/classify", max_retries=0, timeout=2)
+    with pytest.raises(BackendError, match="connection failed"):
+        GRMReward(judge.config, meta_rm=down).score([REQUEST])
+    with pytest.raises(ValueError, match="url: expected an http"):
+        HTTPMetaRM("localhost:8000")

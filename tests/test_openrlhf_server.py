@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 
 import httpx
@@ -17,46 +16,10 @@ uvicorn = pytest.importorskip("uvicorn")
 agent = pytest.importorskip("openrlhf.utils.agent")
 
 from grm_plugin import GRMReward  # noqa: E402
-from grm_plugin.server import ServeSettings, create_app  # noqa: E402
 from grm_plugin.simulated_judge import SimulatedJudge, with_quality  # noqa: E402
+from served_app import Server  # noqa: E402
 
 PROMPT = "<|im_start|>user\nWhat is 2 + 3?<|im_end|>\n<|im_start|>assistant\n"
-
-
-class Server:
-    """create_app(...) under uvicorn in a thread, on a free loopback port."""
-
-    def __init__(self, reward, **settings) -> None:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        self.settings = ServeSettings(port=self.port, **settings)
-        self.app = create_app(reward, self.settings)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve(sockets=[sock])), daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> "Server":
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "server did not start"
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=20)
-
-    def metric(self, name: str) -> float:
-        total = 0.0
-        for line in httpx.get(f"{self.url}/metrics").text.splitlines():
-            if line.startswith(name) and not line.startswith("#"):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
 
 
 @pytest.fixture(scope="module")

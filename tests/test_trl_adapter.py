@@ -35,20 +35,8 @@ def judge():
 
 
 @pytest.fixture(scope="module")
-def policy_dir(tmp_path_factory, smol_tokenizer_dir):
-    """A tiny random Qwen2 policy with SmolLM2's tokenizer and chat template, saved to disk."""
-    tokenizer = transformers.AutoTokenizer.from_pretrained(smol_tokenizer_dir)
-    config = transformers.Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
-                                      max_position_embeddings=1024, tie_word_embeddings=True,
-                                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                                      pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    model = transformers.Qwen2ForCausalLM(config)
-    out = tmp_path_factory.mktemp("tiny-policy")
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return str(out)
+def policy_dir(tiny_policy_dir):
+    return tiny_policy_dir
 
 
 def conversational_dataset():
