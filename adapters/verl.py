@@ -48,7 +48,7 @@ from grm_plugin.config import GRMConfig, format_validation_error
 from grm_plugin.errors import ConfigError
 from grm_plugin.grm import GRMReward
 from grm_plugin.reward import RewardFunction, RowJudgements
-from grm_plugin.server import Metrics, MicroBatcher, ServeSettings, _Rollout, openrlhf_entry
+from grm_plugin.server import Metrics, MicroBatcher, ServeSettings, Rollout, openrlhf_entry
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class VerlJudge:
         if batcher is None:  # one per event loop: its queue and worker task live in the loop that runs them
             batcher = self._batchers[loop] = MicroBatcher(self.reward, self.serve, Metrics())
             batcher.start()
-        rollout = _Rollout(prompt, response, reference, loop.create_future())
+        rollout = Rollout(prompt, response, reference, loop.create_future())
         await batcher.submit([rollout])
         try:
             judged, row, _ = await asyncio.wait_for(rollout.future, self.settings.timeout_s)

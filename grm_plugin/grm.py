@@ -433,6 +433,24 @@ class GRMReward(RewardFunction):
         self.principles_store.put(key, written)
         return written
 
+    async def asample(self, request: ScoreRequest, order: Sequence[int], n: int = 1, *,
+                      instruction: str | None = None) -> tuple[list[dict[str, str]], list[Judgement]]:
+        """``n`` judgements of ``request`` with its responses shown in ``order``, outside voting and the cache.
+
+        ``instruction`` is appended to the judge prompt's last message (e.g. the SPCT hint "The best response is:
+        Response j"); the returned messages are the prompt WITHOUT it, with the judgements parsed as usual
+        (scores in the original order). Used by the SPCT recipes to sample and keep single judgements.
+        """
+        order = list(order)
+        if sorted(order) != list(range(request.n_responses)):
+            raise InvalidRequestError(f"order: expected a permutation of 0..{request.n_responses - 1}, got {order}")
+        messages = build_judge_messages(request, order, self.template, self.config.score_range)
+        shown = [dict(m) for m in messages]
+        if instruction:
+            shown[-1]["content"] = f"{shown[-1]['content']}\n\n{instruction}"
+        [completions] = await self._state().backend.generate([shown], n, self._sampling(request.n_responses))
+        return messages, [self._read(c, order, request.n_responses) for c in completions]
+
     def _read(self, completion: Completion, order: list[int], n_responses: int,
               fixed_principles: str | None = None) -> Judgement:
         c = self.config

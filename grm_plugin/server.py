@@ -94,7 +94,10 @@ class GetRewardBody(BaseModel):
 
 
 @dataclass
-class _Rollout:
+class Rollout:
+    """One rollout waiting in the MicroBatcher: its prompt and response text, the label (a reference answer or None)
+    and the future its (RowJudgements, row, dispatched-at) outcome is set on."""
+
     prompt: str
     response: str
     label: Optional[str]
@@ -145,7 +148,7 @@ class MicroBatcher:
         self.reward = reward
         self.settings = settings
         self.metrics = metrics
-        self.queue: asyncio.Queue[_Rollout] = asyncio.Queue()
+        self.queue: asyncio.Queue[Rollout] = asyncio.Queue()
         self.worker: asyncio.Task | None = None
         self.running: set[asyncio.Task] = set()
 
@@ -163,7 +166,7 @@ class MicroBatcher:
         if self.running:
             await asyncio.gather(*self.running, return_exceptions=True)
 
-    async def submit(self, rollouts: list[_Rollout]) -> None:
+    async def submit(self, rollouts: list[Rollout]) -> None:
         for rollout in rollouts:
             self.queue.put_nowait(rollout)
 
@@ -187,7 +190,7 @@ class MicroBatcher:
             self.running.add(task)
             task.add_done_callback(self.running.discard)
 
-    async def _judge(self, batch: list[_Rollout]) -> None:
+    async def _judge(self, batch: list[Rollout]) -> None:
         batch = [r for r in batch if not r.future.done()]  # timed-out requests are not judged
         if not batch:
             return
@@ -406,7 +409,7 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None, me
                     response = response_of(query, prompt, i, settings.strip_end_tokens)
                 except ValueError as exc:
                     raise _BadRequest(422, str(exc)) from None
-                rollouts.append(_Rollout(prompt, response, (label or None) if settings.labels_as_reference
+                rollouts.append(Rollout(prompt, response, (label or None) if settings.labels_as_reference
                                          else None, loop.create_future()))
         except _BadRequest as bad:
             return _error(bad.status, bad.message)
@@ -518,6 +521,6 @@ def serve(reward: RewardFunction, settings: ServeSettings, meta_rm: Any = None) 
         uvicorn.run(create_app(reward, settings, meta_rm), **kwargs)
 
 
-__all__ = ["END_TOKENS", "GetRewardBody", "MicroBatcher", "ServeSettings", "app_from_env", "create_app",
+__all__ = ["END_TOKENS", "GetRewardBody", "MicroBatcher", "Rollout", "ServeSettings", "app_from_env", "create_app",
            "openrlhf_reply", "response_of", "openrlhf_entry", "serve",
            "strip_end_tokens"]

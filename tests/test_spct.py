@@ -5,6 +5,7 @@ RM) with a tiny random model on the CPU."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
@@ -12,7 +13,7 @@ import sys
 
 import pytest
 
-from grm_plugin import GRMReward
+from grm_plugin import GRMReward, ScoreRequest
 from grm_plugin.errors import InvalidRequestError
 from grm_plugin.parsing import parse_judgement
 from grm_plugin.preferences import PreferenceItem, load_preferences, synthetic_preferences, write_preferences
@@ -240,6 +241,8 @@ def test_hinted_sampling_names_the_best_slot_and_keeps_no_hint_in_the_stored_pro
         item = items[int(shown[0][1])]
         assert int(shown[slot - 1][2]) == item.best
         assert HINT.format(slot=slot) in content
+    with pytest.raises(InvalidRequestError, match="order: expected a permutation of 0..2"):
+        asyncio.run(grm.asample(ScoreRequest(prompt="q", responses=items[0].responses), [0, 0, 1]))
     hinted_rows = [row for row in rows if row["hinted"]]
     assert len(hinted_rows) == stats.hinted_rows and stats.hinted_share == len(hinted_rows) / len(rows)
     for row in hinted_rows:

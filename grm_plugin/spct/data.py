@@ -84,12 +84,9 @@ async def _hinted_sample(grm: Any, request: ScoreRequest, item: PreferenceItem, 
     order = list(range(item_n(item)))
     if grm.config.shuffle:
         rng.shuffle(order)
-    messages = build_judge_messages(request, order, grm.template, grm.config.score_range)
-    hinted = [dict(m) for m in messages]
-    hinted[-1]["content"] += "\n\n" + HINT.format(slot=order.index(item.best) + 1)
-    state = grm._state()
-    batch = await state.backend.generate([hinted], 1, grm._sampling(item_n(item)))
-    return messages, grm._read(batch[0][0], order, item_n(item))
+    messages, [judgement] = await grm.asample(request, order, 1,
+                                              instruction=HINT.format(slot=order.index(item.best) + 1))
+    return messages, judgement
 
 
 def item_n(item: PreferenceItem) -> int:
