@@ -69,7 +69,6 @@ def collect_samples(reward: Any, items: Sequence[EvalItem], cache_file: Path | N
     ``cache_file`` (JSONL, one line per item, keyed by item id and the judge's settings) are reused, and new ones are
     appended as they finish, so an interrupted run continues where it stopped."""
     from ._sync import run_sync
-    from .types import ScoreRequest
 
     key = reward.config.judge_fingerprint() if hasattr(reward, "config") else "reward"
     meta_rm = getattr(reward, "meta_rm", None)
@@ -96,8 +95,7 @@ def collect_samples(reward: Any, items: Sequence[EvalItem], cache_file: Path | N
     try:
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
-            requests = [ScoreRequest(prompt=item.prompt, responses=item.responses, reference=item.reference)
-                        for item in chunk]
+            requests = [item.request() for item in chunk]
             results = run_sync(reward.ascore(requests))
             for item, result in zip(chunk, results):
                 samples = ItemSamples(item.id, item.subset, len(item.responses), item.best,

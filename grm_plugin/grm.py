@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import random
 import weakref
@@ -377,7 +378,7 @@ class GRMReward(RewardFunction):
     def _looks(self) -> int:
         """How many times the lead rule may be asked in one draw: the rounds that end before k_max with at least
         LEAD_MIN_SAMPLES samples."""
-        ends = [sum(self._round_sizes()[:i + 1]) for i in range(len(self._round_sizes()) - 1)]
+        ends = list(itertools.accumulate(self._round_sizes()))[:-1]
         return max(1, sum(1 for end in ends if end >= LEAD_MIN_SAMPLES))
 
     def _scaling_counters(self, judgements: Sequence[Judgement], rounds: int, early: bool, fixed: _Fixed | None,

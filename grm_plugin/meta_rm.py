@@ -174,7 +174,7 @@ class HTTPMetaRM:
             body: dict[str, Any] = {"input": chunk}
             if self.model:
                 body["model"] = self.model
-            reply = await self._client()._send("POST", self.url, body)
+            reply = await self._client().request_json("POST", self.url, body)
             data = sorted(reply.get("data") or [], key=lambda d: d.get("index", 0))
             if len(data) != len(chunk) or not all(isinstance(d.get("probs"), list) and d["probs"] for d in data):
                 raise BackendError(f"POST {self.url}: expected {len(chunk)} results with probs, got "

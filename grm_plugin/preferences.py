@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from .errors import InvalidRequestError
+from .types import ScoreRequest
 
 
 @dataclass
@@ -34,6 +35,11 @@ class PreferenceItem:
     subset: str = "all"
     reference: Optional[str] = None
     labels: Optional[list[int]] = None
+
+    def request(self) -> ScoreRequest:
+        """The item as a ScoreRequest for the judge (its id in the metadata)."""
+        return ScoreRequest(prompt=self.prompt, responses=self.responses, reference=self.reference,
+                            metadata={"id": self.id})
 
     def to_row(self) -> dict[str, Any]:
         row: dict[str, Any] = {"id": self.id, "prompt": self.prompt, "responses": self.responses, "best": self.best,

@@ -153,7 +153,7 @@ class OpenAIBackend:
             self._client = None
 
     # -- requests ---------------------------------------------------------------------------------------------
-    async def _send(self, method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def request_json(self, method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """One call with the retry policy; returns the JSON body or raises BackendError."""
         client = self._ensure_client()
         assert self._semaphore is not None
@@ -205,7 +205,7 @@ class OpenAIBackend:
         async with self._model_lock:
             if self.model:
                 return self.model
-            data = await self._send("GET", f"{self.base_url}/models")
+            data = await self.request_json("GET", f"{self.base_url}/models")
             ids = [m.get("id") for m in data.get("data", []) if isinstance(m, dict) and m.get("id")]
             if len(ids) != 1:
                 raise BackendError(f"no model configured and {self.base_url}/models lists {len(ids)} models "
@@ -238,7 +238,7 @@ class OpenAIBackend:
         body.update(sampling.extra_body)
         if sampling.constraint is not None:
             body.update(self._constraint_body(sampling.constraint.regex()))
-        data = await self._send("POST", self.endpoint, body)
+        data = await self.request_json("POST", self.endpoint, body)
         choices = data.get("choices")
         if not isinstance(choices, list) or not choices:
             raise BackendError(f"POST {self.endpoint} returned no choices: {str(data)[:200]}", endpoint=self.endpoint)

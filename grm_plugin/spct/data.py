@@ -13,23 +13,19 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from contextlib import aclosing
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, AsyncIterator, Sequence
 
 from ..meta_rm import meta_rm_prompt
 from ..preferences import PreferenceItem, write_jsonl
 from ..templates import build_judge_messages, get_template
-from ..types import Judgement, ScoreRequest
+from ..types import Judgement, ScoreRequest, ScoreResult
 from .rules import judgement_correct
 
 N_RFT = 3  # judgements sampled per item in rejective fine-tuning (paper)
 HINT = "The best response is: Response {slot}"
-
-
-def item_request(item: PreferenceItem) -> ScoreRequest:
-    return ScoreRequest(prompt=item.prompt, responses=item.responses, reference=item.reference,
-                        metadata={"id": item.id})
 
 
 def is_correct(judgement: Judgement, item: PreferenceItem) -> bool:
@@ -93,6 +89,21 @@ def item_n(item: PreferenceItem) -> int:
     return len(item.responses)
 
 
+async def _judged_chunks(sampler: Any, items: Sequence[PreferenceItem], batch_size: int, progress: Any
+                         ) -> AsyncIterator[list[tuple[PreferenceItem, ScoreRequest, ScoreResult]]]:
+    """Judge ``items`` with ``sampler`` in chunks of ``batch_size``, yielding each chunk's (item, request, result);
+    the progress bar advances once the caller has handled a chunk, and the sampler's clients are closed at the end."""
+    try:
+        for start in range(0, len(items), batch_size):
+            chunk = list(items[start:start + batch_size])
+            requests = [item.request() for item in chunk]
+            yield list(zip(chunk, requests, await sampler.ascore(requests)))
+            if progress is not None:
+                progress.update(len(chunk))
+    finally:
+        await sampler.aclose()
+
+
 async def abuild_rft_dataset(grm: Any, items: Sequence[PreferenceItem], *, n_rft: int = N_RFT, hinted: bool = False,
                              temperature: float | None = None, batch_size: int = 32, progress: Any = None,
                              seed: int = 0) -> tuple[list[dict[str, Any]], RFTStats]:
@@ -104,13 +115,10 @@ async def abuild_rft_dataset(grm: Any, items: Sequence[PreferenceItem], *, n_rft
     rng = random.Random(f"rft:{seed}")
     stats = RFTStats()
     rows: list[dict[str, Any]] = []
-    try:
-        for start in range(0, len(items), batch_size):
-            chunk = list(items[start:start + batch_size])
-            requests = [item_request(item) for item in chunk]
-            results = await sampler.ascore(requests)
+    async with aclosing(_judged_chunks(sampler, items, batch_size, progress)) as chunks:
+        async for judged in chunks:
             retry: list[tuple[PreferenceItem, ScoreRequest]] = []
-            for item, request, result in zip(chunk, requests, results):
+            for item, request, result in judged:
                 stats.items += 1
                 stats.samples += len(result.judgements)
                 stats.valid_samples += result.valid_samples
@@ -135,10 +143,6 @@ async def abuild_rft_dataset(grm: Any, items: Sequence[PreferenceItem], *, n_rft
                     if is_correct(judgement, item):
                         rows.append(_judge_row(messages, judgement, item, hinted=True))
                         stats.hinted_rows += 1
-            if progress is not None:
-                progress.update(len(chunk))
-    finally:
-        await sampler.aclose()
     stats.rows = len(rows)
     return rows, stats
 
@@ -176,7 +180,7 @@ def build_rl_dataset(items: Sequence[PreferenceItem], *, template: Any = "deepse
         order = list(range(item_n(item)))
         if shuffle:
             rng.shuffle(order)
-        row = {"prompt": build_judge_messages(item_request(item), order, resolved, score_range), "id": item.id,
+        row = {"prompt": build_judge_messages(item.request(), order, resolved, score_range), "id": item.id,
                "subset": item.subset, "best": item.best, "n_responses": item_n(item), "order": order}
         if item.labels is not None:
             row["labels"] = item.labels
@@ -189,19 +193,13 @@ async def abuild_meta_dataset(grm: Any, items: Sequence[PreferenceItem], *, k: i
     """Meta RM training rows from ``grm``'s samples (async; see ``build_meta_dataset``)."""
     sampler = grm.with_settings(k=k, cache_size=0)
     rows: list[dict[str, Any]] = []
-    try:
-        for start in range(0, len(items), batch_size):
-            chunk = list(items[start:start + batch_size])
-            requests = [item_request(item) for item in chunk]
-            for item, request, result in zip(chunk, requests, await sampler.ascore(requests)):
+    async with aclosing(_judged_chunks(sampler, items, batch_size, progress)) as chunks:
+        async for judged in chunks:
+            for item, request, result in judged:
                 for sample, judgement in enumerate(result.judgements):
                     if judgement.valid:  # guided voting only rates parsed judgements
                         rows.append({"text": meta_rm_prompt(request, judgement),
                                      "label": float(is_correct(judgement, item)), "id": item.id, "sample": sample})
-            if progress is not None:
-                progress.update(len(chunk))
-    finally:
-        await sampler.aclose()
     return rows
 
 
