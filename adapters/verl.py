@@ -44,8 +44,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without verl
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from grm_plugin.config import GRMConfig, format_validation_error
-from grm_plugin.errors import ConfigError
+from grm_plugin.config import GRMConfig
+from grm_plugin.errors import ConfigError, format_validation_error
 from grm_plugin.grm import GRMReward
 from grm_plugin.reward import RewardFunction, RowJudgements
 from grm_plugin.server import Metrics, MicroBatcher, ServeSettings, Rollout, openrlhf_entry

@@ -12,7 +12,7 @@ from typing import Any, Literal, Sequence
 
 from pydantic import ValidationError
 
-from .config import format_validation_error
+from .errors import format_validation_error
 from .errors import InvalidRequestError
 from .types import ScoreRequest
 

@@ -17,7 +17,7 @@ from pydantic import ConfigDict, ValidationError
 
 from . import __version__
 from .batching import balanced_chunks
-from .config import format_validation_error
+from .errors import format_validation_error
 from .errors import GRMError
 from .grm import GRMReward
 from .types import ScoreRequest, ScoreResult

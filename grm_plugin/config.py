@@ -14,7 +14,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .errors import ConfigError
+from .errors import ConfigError, format_validation_error
 
 ENV_PREFIX = "GRM_"
 # Settings the embedded smoke-test judge uses unless they are set explicitly (see GRMConfig.with_embedded_defaults).
@@ -244,14 +244,3 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(file)!r} must hold a mapping of field names to values")
     return data
-
-
-def format_validation_error(exc: ValidationError, what: str) -> str:
-    """One line per problem: ``field: message (got value)``."""
-    lines = []
-    for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "(root)"
-        got = err.get("input")
-        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"{field}: {err['msg']}{got_text}")
-    return f"invalid {what}: " + "; ".join(lines)

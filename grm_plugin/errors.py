@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class GRMError(Exception):
     """Base class for every error grm-plugin raises on purpose."""
@@ -57,3 +62,14 @@ class NoValidJudgementError(GRMError):
 
 class InvalidRequestError(GRMError, ValueError):
     """A ScoreRequest (or a row of a batch) is malformed; the message names the index and the field."""
+
+
+def format_validation_error(exc: "ValidationError", what: str) -> str:
+    """One line per problem: ``field: message (got value)``."""
+    lines = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(root)"
+        got = err.get("input")
+        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{field}: {err['msg']}{got_text}")
+    return f"invalid {what}: " + "; ".join(lines)

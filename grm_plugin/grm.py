@@ -24,8 +24,8 @@ from pydantic import ValidationError
 
 from .backends import Backend, Completion, SamplingParams, ScoresConstraint, make_backend
 from .cache import LRUCache
-from .config import GRMConfig, format_validation_error
-from .errors import ConfigError, InvalidRequestError, NoValidJudgementError, ParseError
+from .config import GRMConfig
+from .errors import ConfigError, format_validation_error, InvalidRequestError, NoValidJudgementError, ParseError
 from .expected import expected_scores
 from .parsing import parse_principles, parse_with_spans
 from .principles import PrinciplesStore, WrittenPrinciples, principles_key

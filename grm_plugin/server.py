@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .batching import RowSlot
-from .config import format_validation_error
+from .errors import format_validation_error
 from .errors import GRMError, InvalidRequestError
 from .meta_rm import classify_reply
 from .reward import RewardFunction, RowJudgements

@@ -100,9 +100,22 @@ def scale_rewards(
     if scale == "mean":
         return means
     if scale == "unit":
-        lo, hi = score_range
-        return [(m - lo) / (hi - lo) for m in means]
+        return [unit_score(m, score_range, clamp=False) for m in means]
     raise ValueError(f"unknown reward scale {scale!r}; expected 'mean', 'sum' or 'unit'")
+
+
+def unit_score(mean: float, score_range: tuple[int, int] = (1, 10), clamp: bool = True) -> float:
+    """A score on the judge's scale mapped linearly onto 0..1 (the low end to 0, the high end to 1), clamped to
+    0..1 unless ``clamp`` is off. The one mapping behind ``reward_scale='unit'``, OpenRLHF's ``scores`` and the
+    LangChain evaluators' scores.
+
+    Example:
+        >>> unit_score(5.5), unit_score(10), unit_score(0.0)
+        (0.5, 1.0, 0.0)
+    """
+    low, high = score_range
+    value = (mean - low) / (high - low)
+    return min(1.0, max(0.0, value)) if clamp else value
 
 
 def slot_imbalance(orders: Sequence[Sequence[int]], n_responses: int) -> int:
