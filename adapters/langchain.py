@@ -26,6 +26,7 @@ from grm_plugin._sync import run_sync
 from grm_plugin.grm import GRMReward
 from grm_plugin.reward import RewardFunction
 from grm_plugin.types import ScoreRequest, ScoreResult
+from grm_plugin.voting import unit_score
 
 __all__ = ["GRMPairwiseStringEvaluator", "GRMRunEvaluator", "GRMStringEvaluator", "create_async_grm_evaluator",
            "create_async_pairwise_grm_evaluator", "create_grm_evaluator", "create_pairwise_grm_evaluator",
@@ -125,10 +126,6 @@ def _reward(reward: RewardFunction | None, grm_kwargs: dict[str, Any]) -> Reward
     return reward
 
 
-def _means(result: ScoreResult) -> list[float] | None:
-    return result.mean_scores
-
-
 def _comment(result: ScoreResult, labels: Sequence[str] | None = None) -> str:
     judgement = next((j for j in result.judgements if j.valid), None)
     if judgement is None:
@@ -142,7 +139,7 @@ def _comment(result: ScoreResult, labels: Sequence[str] | None = None) -> str:
 
 
 def _metadata(result: ScoreResult, reward: RewardFunction) -> dict[str, Any]:
-    return {"votes": result.votes, "rewards": result.rewards, "mean_scores": _means(result),
+    return {"votes": result.votes, "rewards": result.rewards, "mean_scores": result.mean_scores,
             "k": getattr(getattr(reward, "config", None), "k", None), "samples": result.samples,
             "valid_samples": result.valid_samples, "scores_per_sample": [j.scores for j in result.judgements
                                                                           if j.valid],
@@ -151,19 +148,18 @@ def _metadata(result: ScoreResult, reward: RewardFunction) -> dict[str, Any]:
 
 
 def _single(result: ScoreResult, reward: RewardFunction, key: str) -> dict[str, Any]:
-    low, high = reward.score_range
-    means = _means(result)
-    score = None if means is None else min(1.0, max(0.0, (means[0] - low) / (high - low)))
+    means = result.mean_scores
+    score = None if means is None else unit_score(means[0], reward.score_range)
     return {"key": key, "score": score, "comment": _comment(result), "metadata": _metadata(result, reward)}
 
 
 def _pair(result: ScoreResult, reward: RewardFunction, key: str) -> dict[str, Any]:
-    low, high = reward.score_range
-    means = _means(result)
+    means = result.mean_scores
     if means is None:
         preferred, score, margin = None, None, None
     else:
-        margin = (means[0] - means[1]) / (high - low)
+        margin = (unit_score(means[0], reward.score_range, clamp=False)
+                  - unit_score(means[1], reward.score_range, clamp=False))
         preferred = "A" if margin > 0 else "B" if margin < 0 else None
         score = 1.0 if margin > 0 else 0.0 if margin < 0 else 0.5
     metadata = _metadata(result, reward) | {"preferred": preferred, "margin": margin}
@@ -299,7 +295,7 @@ class GRMRunEvaluator(RunEvaluator):  # type: ignore[misc,valid-type]
         return self._result(result, run)
 
 
-# --- langchain-classic string evaluators (extra "classic") -------------------------------------------------------------
+# --- langchain-classic string evaluators (extra "classic") -----------------------------------------------------------
 
 
 def _classic() -> Any:

@@ -15,8 +15,6 @@ becomes the reference answer. A completion without a valid judgement gets None, 
 
 from __future__ import annotations
 
-import asyncio
-import weakref
 from typing import Any, Sequence
 
 try:
@@ -27,6 +25,7 @@ except ImportError:  # ms-swift 3.x
     except ImportError as exc:  # pragma: no cover - exercised only without ms-swift
         raise ImportError(f"grm_plugin.adapters.swift needs ms-swift (pip install ms-swift) ({exc})") from exc
 
+from grm_plugin._sync import PerLoop
 from grm_plugin.reward import RewardFunction
 
 ORM_NAME = "grm"
@@ -68,7 +67,7 @@ class GRMORM(AsyncORM):
             reward = GRMReward(**grm_kwargs)
         self.reward = reward
         self.__name__ = ORM_NAME
-        self._calls: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.WeakKeyDictionary()
+        self._calls: PerLoop[dict[str, int]] = PerLoop(lambda: {"running": 0})  # calls in flight, per event loop
 
     async def __call__(self, completions: Sequence[Any], messages: Sequence[Any] | None = None,
                        **kwargs: Any) -> list[float | None]:
@@ -87,14 +86,14 @@ class GRMORM(AsyncORM):
             references = kwargs.get("solution")
         columns = {reward.reference_column: _texts(references),
                    reward.principles_column: _texts(kwargs.get(reward.principles_column))}
-        loop = asyncio.get_running_loop()
-        self._calls[loop] = self._calls.get(loop, 0) + 1
+        calls = self._calls.get()
+        calls["running"] += 1
         try:
             return await reward.acall(prompts, [response for _, response in rows], reward_name=ORM_NAME, **columns)
         finally:
-            self._calls[loop] -= 1
-            if not self._calls[loop]:  # the last call in this loop: close its clients before the loop closes
-                del self._calls[loop]
+            calls["running"] -= 1
+            if not calls["running"]:  # the last call in this loop: close its clients before the loop closes
+                self._calls.pop()
                 aclose = getattr(reward, "aclose", None)
                 if aclose is not None:
                     await aclose()

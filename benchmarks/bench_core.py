@@ -63,7 +63,8 @@ from grm_plugin.parsing import parse_judgement
 from grm_plugin.simulated_judge import SimulatedJudge, with_quality
 from grm_plugin.templates import build_judge_messages, render_judgement
 from grm_plugin.types import ScoreRequest
-from grm_plugin.voting import pick_best, scale_rewards, unshuffle, vote_sum
+from grm_plugin.orders import unshuffle
+from grm_plugin.voting import pick_best, scale_rewards, vote_sum
 
 MODEL = "simulated-judge"
 N_RESPONSES = 2

@@ -19,7 +19,8 @@ from typing import Any, Sequence
 from _report import print_table, write_report
 
 from grm_plugin import GRMReward
-from grm_plugin.evaluation import load_items, run_eval
+from grm_plugin.evaluation import run_eval
+from grm_plugin.preferences import load_preferences
 from grm_plugin.simulated_judge import SimulatedJudge, quality_pairs
 
 
@@ -40,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         data = Path(folder) / "pairs.jsonl"
         data.write_text("".join(json.dumps(row) + "\n" for row in rows))
-        items = load_items(str(data))
+        items = load_preferences(str(data))
         for name, bias in (("unbiased judge", 0.0), (f"first-slot bias +{args.position_bias:g}", args.position_bias)):
             with SimulatedJudge(noise=args.noise, position_bias=bias, seed=0) as judge:
                 reward = GRMReward(base_url=judge.base_url, model="sim")

@@ -15,11 +15,12 @@ import json
 import math
 import random
 import time
+from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .preferences import PreferenceItem, load_preferences
+from .preferences import PreferenceItem, judged_chunks
 
 # RewardBench's sections (subset -> section). Within a section subsets are weighted by their example counts,
 # except Reasoning, where math-prm counts as much as all hep-* code subsets together; the overall score is the
@@ -33,9 +34,6 @@ REWARDBENCH_SECTIONS = {
                      "donotanswer"], "Safety"),
     **dict.fromkeys(["math-prm", "hep-cpp", "hep-go", "hep-java", "hep-js", "hep-python", "hep-rust"], "Reasoning"),
 }
-
-
-EvalItem = PreferenceItem  # one evaluation item: a prompt, its responses, which one is best, and its subset
 
 
 @dataclass
@@ -53,23 +51,22 @@ class ItemSamples:
     meta: list[Optional[float]] = field(default_factory=list)  # meta RM scores per sample, with a meta RM
 
 
-def load_items(source: str | Sequence[dict[str, Any]], limit: int | None = None) -> list[EvalItem]:
-    """Evaluation items (see ``preferences.load_preferences``): pairwise rows need ``prompt``, ``chosen``,
-    ``rejected`` (``subset`` optional); multi-response rows ``prompt``, ``responses``, ``best`` (or ``labels``).
-    Raises InvalidRequestError naming the row and the missing field."""
-    return load_preferences(source, limit)
-
-
 # --- sampling (resumable) --------------------------------------------------------------------------------------------
 
 
-def collect_samples(reward: Any, items: Sequence[EvalItem], cache_file: Path | None = None,
+def collect_samples(reward: Any, items: Sequence[PreferenceItem], cache_file: Path | None = None,
                     progress: Any = None, batch_size: int = 16) -> list[ItemSamples]:
     """Judge every item once with the reward's k samples (shuffled as configured); samples already in
     ``cache_file`` (JSONL, one line per item, keyed by item id and the judge's settings) are reused, and new ones are
     appended as they finish, so an interrupted run continues where it stopped."""
     from ._sync import run_sync
 
+    return run_sync(acollect_samples(reward, items, cache_file, progress, batch_size))
+
+
+async def acollect_samples(reward: Any, items: Sequence[PreferenceItem], cache_file: Path | None = None,
+                           progress: Any = None, batch_size: int = 16) -> list[ItemSamples]:
+    """``collect_samples`` in the caller's event loop."""
     key = reward.config.judge_fingerprint() if hasattr(reward, "config") else "reward"
     meta_rm = getattr(reward, "meta_rm", None)
     if meta_rm is not None:
@@ -84,30 +81,23 @@ def collect_samples(reward: Any, items: Sequence[EvalItem], cache_file: Path | N
             if record.get("judge") == key:
                 record.pop("judge")
                 done[record["id"]] = ItemSamples(**record)
-    out: dict[str, ItemSamples] = {}
+    out = {item.id: done[item.id] for item in items if item.id in done}
     todo = [item for item in items if item.id not in done]
-    for item in items:
-        if item.id in done:
-            out[item.id] = done[item.id]
     if progress is not None:
         progress.update(len(items) - len(todo))
     handle = cache_file.open("a", encoding="utf-8") if cache_file is not None else None
     try:
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
-            requests = [item.request() for item in chunk]
-            results = run_sync(reward.ascore(requests))
-            for item, result in zip(chunk, results):
-                samples = ItemSamples(item.id, item.subset, len(item.responses), item.best,
-                                      [j.scores if j.valid else None for j in result.judgements],
-                                      result.prompt_tokens, result.completion_tokens,
-                                      [j.meta_score for j in result.judgements] if meta_rm is not None else [])
-                out[item.id] = samples
-                if handle is not None:
-                    handle.write(json.dumps({**asdict(samples), "judge": key}) + "\n")
-                    handle.flush()
-            if progress is not None:
-                progress.update(len(chunk))
+        async with aclosing(judged_chunks(reward, todo, batch_size, progress)) as chunks:
+            async for judged in chunks:
+                for item, _, result in judged:
+                    samples = ItemSamples(item.id, item.subset, len(item.responses), item.best,
+                                          [j.scores if j.valid else None for j in result.judgements],
+                                          result.prompt_tokens, result.completion_tokens,
+                                          [j.meta_score for j in result.judgements] if meta_rm is not None else [])
+                    out[item.id] = samples
+                    if handle is not None:
+                        handle.write(json.dumps({**asdict(samples), "judge": key}) + "\n")
+                        handle.flush()
     finally:
         if handle is not None:
             handle.close()
@@ -208,10 +198,10 @@ def accuracy_curve(all_samples: Sequence[ItemSamples], ks: Sequence[int], draws:
     return rows
 
 
-# --- position bias -----------------------------------------------------------------------------------------------------
+# --- position bias ---------------------------------------------------------------------------------------------------
 
 
-def position_bias(reward: Any, items: Sequence[EvalItem]) -> dict[str, float] | None:
+def position_bias(reward: Any, items: Sequence[PreferenceItem]) -> dict[str, float] | None:
     """For pairwise items, with shuffling off and one sample: accuracy when the better response is shown first and
     when it is shown second, and how often the judge's preference flips when the order flips."""
     from ._sync import run_sync
@@ -242,10 +232,10 @@ def position_bias(reward: Any, items: Sequence[EvalItem]) -> dict[str, float] | 
             "flip_rate": flips / both_valid if both_valid else float("nan")}
 
 
-# --- the whole run and its report ----------------------------------------------------------------------------------------
+# --- the whole run and its report ------------------------------------------------------------------------------------
 
 
-def run_eval(reward: Any, items: Sequence[EvalItem], ks: Sequence[int], out: Path, *, draws: int = 200,
+def run_eval(reward: Any, items: Sequence[PreferenceItem], ks: Sequence[int], out: Path, *, draws: int = 200,
              seed: int = 0, with_position_bias: bool = True, progress: Any = None) -> dict[str, Any]:
     """Judge ``items`` with ``max(ks)`` samples each (resumable from ``out/samples.jsonl``), compute the curve and
     position bias, and write ``report.json``, ``report.md`` and ``scaling.png`` into ``out``."""
@@ -332,6 +322,6 @@ def plot_curve(report: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
-__all__ = ["EvalItem", "ItemSamples", "REWARDBENCH_SECTIONS", "accuracy_curve", "collect_samples",
-           "expected_correct", "item_accuracy", "load_items", "plot_curve", "position_bias", "render_markdown",
+__all__ = ["ItemSamples", "REWARDBENCH_SECTIONS", "accuracy_curve", "collect_samples",
+           "acollect_samples", "expected_correct", "item_accuracy", "plot_curve", "position_bias", "render_markdown",
            "rewardbench_score", "run_eval", "subsets"]

@@ -1,58 +1,37 @@
 """GRMReward: the principle-critique generative reward model with inference-time voting (SPCT, DeepSeek-GRM).
 
-For each request: draw k presentation orders (a seeded shuffle per sample, or balanced rotations), build one judge
-prompt per distinct order, ask the engine for all samples of a prompt in one request (n = how many samples share it),
-parse every completion, undo its shuffle, and sum-vote the valid ones into one reward per response. With adaptive k
-the k_max orders are drawn in rounds (one request per distinct order per round) until a stopping rule holds; with
-fixed principles (upfront or given) the judge writes only critiques; with expected scores each score is the
-expectation under the judge's token probabilities.
+The conductor of a request's walk, each step in its own module: draw the presentation orders (``orders``), fix the
+principles if they are given or written upfront (``principles``), build one judge prompt per distinct order
+(``templates``), ask the engine for all samples of a prompt in one request (n = how many samples share it), read
+every completion (``parsing``, ``expected``; the shuffle undone), stop early between rounds with adaptive k
+(``stopping``), keep the meta RM's top judgements (``meta_rm``) and sum-vote the valid ones into one reward per
+response (``voting``). Identical requests are judged once (cache, and sharing of requests in flight).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import itertools
-import logging
 import random
-import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from pydantic import ValidationError
-
+from ._sync import PerLoop
 from .backends import Backend, Completion, SamplingParams, ScoresConstraint, make_backend
 from .cache import LRUCache
 from .config import GRMConfig
-from .errors import ConfigError, format_validation_error, InvalidRequestError, NoValidJudgementError, ParseError
+from .errors import ConfigError, InvalidRequestError, ParseError
 from .expected import expected_scores
-from .parsing import parse_principles, parse_with_spans
-from .principles import PrinciplesStore, WrittenPrinciples, principles_key
+from .meta_rm import meta_guided
+from .orders import draw_orders, slot_imbalance, unshuffle
+from .parsing import parse_with_spans
+from .principles import FixedPrinciples, Principles, PrinciplesStore
 from .reward import RewardFunction
-from .templates import SCORE_LINES, Template, build_judge_messages, build_principles_messages, get_template
-from .types import Judgement, ScoreRequest, ScoreResult
-from .voting import (LEAD_MIN_SAMPLES, draw_orders, exact_stop, lead_stop, pick_best, scale_rewards, slot_imbalance,
-                     statistical_stop, unshuffle, vote_sum)
-
-logger = logging.getLogger("grm_plugin.grm")
-
-
-def coerce_requests(requests: Sequence[ScoreRequest | dict[str, Any]]) -> list[ScoreRequest]:
-    """Validate requests given as ScoreRequest objects or plain dicts; errors name the index and the field."""
-    if isinstance(requests, (ScoreRequest, dict)):
-        raise InvalidRequestError("expected a list of requests, got a single "
-                                  f"{type(requests).__name__}; wrap it in a list")
-    out = []
-    for i, request in enumerate(requests):
-        if isinstance(request, ScoreRequest):
-            out.append(request)
-            continue
-        try:
-            out.append(ScoreRequest.model_validate(request))
-        except ValidationError as exc:
-            raise InvalidRequestError(format_validation_error(exc, f"request {i}")) from None
-    return out
+from .stopping import AdaptiveK
+from .templates import SCORE_LINES, Template, build_judge_messages, get_template
+from .types import Judgement, ScoreRequest, ScoreResult, coerce_requests
+from .voting import aggregate, voted_values
 
 
 @dataclass(frozen=True)
@@ -78,19 +57,6 @@ class _LoopState:
 
     backend: Backend
     inflight: dict[str, _Inflight] = field(default_factory=dict)
-    principles: dict[str, asyncio.Future[WrittenPrinciples]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class _Fixed:
-    """The principles every sample of a request is judged by: their text, where they came from, what writing them
-    cost this request, whether they were reused, and their length in tokens (what each sample saves)."""
-
-    text: str
-    mode: str
-    tokens_spent: tuple[int, int] = (0, 0)
-    reused: bool = False
-    tokens_per_sample: int = 0
 
 
 class GRMReward(RewardFunction):
@@ -142,7 +108,7 @@ class GRMReward(RewardFunction):
 
                 locate_embedded_gguf()  # EmbeddedModelMissingError naming the install command, not on first use
         self._backend_override = backend
-        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
+        self._states: PerLoop[_LoopState] = PerLoop(lambda: _LoopState(self._backend_override or make_backend(config)))
         self.cache: LRUCache[ScoreResult] = LRUCache(config.cache_size)
         if meta_rm is not None and not callable(getattr(meta_rm, "arate", None)):
             raise ConfigError(f"meta_rm must be a MetaRM (an object with async arate(request, judgements)), got "
@@ -156,9 +122,12 @@ class GRMReward(RewardFunction):
             raise ConfigError(f"principles={config.principles!r} needs a template with a critique form "
                               f"('critique_user'); template {self.template.name!r} has none")
         self.meta_rm = meta_rm
-        self.principles_store = PrinciplesStore(config.principles_cache_dir)
-        self._principles_judge = {f: getattr(config, f) for f in ("engine", "model", "base_url", "gguf_file",
-                                                                  "template", "max_tokens", "extra_body")}
+        judge = {f: getattr(config, f) for f in ("engine", "model", "base_url", "gguf_file", "template", "max_tokens",
+                                                 "extra_body")}
+        self.principles = Principles(config.principles, self.template, judge, config.max_tokens,
+                                     PrinciplesStore(config.principles_cache_dir))
+        self.adaptive = AdaptiveK(config.k, config.k_max, config.round_size, config.stopping, config.stop_confidence,
+                                  config.stop_tolerance, tuple(config.score_range))  # type: ignore[arg-type]
         self._config_key = config.judge_fingerprint() + (f"|meta:{getattr(meta_rm, 'name', repr(meta_rm))}"
                                                          if meta_rm is not None else "")
         self.__name__ = "grm_reward"
@@ -204,17 +173,9 @@ class GRMReward(RewardFunction):
         return f"GRMReward(model={c.model!r}, base_url={c.base_url!r}, k={c.k}, mode={c.mode!r})"
 
     # -- engine per event loop ---------------------------------------------------------------------------------
-    def _state(self) -> _LoopState:
-        loop = asyncio.get_running_loop()
-        state = self._states.get(loop)
-        if state is None:
-            state = _LoopState(self._backend_override or make_backend(self.config))
-            self._states[loop] = state
-        return state
-
     async def aclose(self) -> None:
         """Cancel what is still being judged in the current event loop and close its engine client."""
-        state = self._states.pop(asyncio.get_running_loop(), None)
+        state = self._states.pop()
         if state is None:
             return
         tasks = [entry.task for entry in state.inflight.values()]
@@ -240,7 +201,7 @@ class GRMReward(RewardFunction):
 
         Raises:
             InvalidRequestError: a request is malformed (names the index and field).
-            BackendError: the engine failed after its retries.
+            BackendError: the engine (or the meta RM) failed after its retries.
             NoValidJudgementError: no sample parsed and ``on_no_valid='raise'``.
         """
         reqs = coerce_requests(requests)
@@ -250,7 +211,7 @@ class GRMReward(RewardFunction):
                     raise InvalidRequestError(f"request {i}: principles: principles='given' needs every request's "
                                               f"principles (ScoreRequest.principles, or the "
                                               f"{self.config.principles_column!r} column)")
-        state = self._state()
+        state = self._states.get()
         pending: list[_Inflight | ScoreResult] = []
         for request in reqs:
             fingerprint = request.fingerprint()
@@ -262,7 +223,7 @@ class GRMReward(RewardFunction):
                 continue
             entry = state.inflight.get(key)
             if entry is None:
-                entry = _Inflight(asyncio.ensure_future(self._judge(request, fingerprint, key, state)))
+                entry = _Inflight(asyncio.ensure_future(self._judge(request, fingerprint, key, state.backend)))
                 state.inflight[key] = entry
                 entry.task.add_done_callback(lambda _t, key=key: state.inflight.pop(key, None))
             entry.waiters += 1
@@ -299,140 +260,60 @@ class GRMReward(RewardFunction):
         """The engine requests judging ``request`` costs (with adaptive k: its first round): one judge prompt per
         distinct presentation order, with n = the number of samples that drew that order. Deterministic for a given
         ``seed`` and request; with principles='upfront' the principles are shown only once they are written."""
-        return self._plan(request, self._rng(request.fingerprint()))
+        fixed = self.principles.known(request)
+        orders = self._orders(request, self._rng(request.fingerprint()))
+        return self._engine_prompts(request, orders[:self.config.k], fixed)
 
     def _rng(self, fingerprint: str) -> random.Random:
         return random.Random(f"{self.config.seed}:{fingerprint}")  # same request, same shuffles, on any server
 
-    def _plan(self, request: ScoreRequest, rng: random.Random) -> list[EnginePrompt]:
-        fixed = self._known_principles(request)
-        return self._engine_prompts(request, self._orders(request, rng)[:self.config.k],
-                                    None if fixed is None else fixed.text)
-
     def _orders(self, request: ScoreRequest, rng: random.Random) -> list[list[int]]:
         """Every order the request may be shown in: k of them, or k_max with adaptive k (drawn in rounds)."""
         c = self.config
-        return draw_orders(request.n_responses, c.k_max or c.k, rng, shuffle=c.shuffle,
+        return draw_orders(request.n_responses, self.adaptive.total, rng, shuffle=c.shuffle,
                            balanced=c.ordering == "balanced")
 
-    def _round_sizes(self) -> list[int]:
-        """Samples per round: k, then round_size (default k) until k_max; one round of k without adaptive k."""
-        c = self.config
-        sizes = [c.k]
-        step = c.round_size or c.k
-        while c.k_max is not None and sum(sizes) < c.k_max:
-            sizes.append(min(step, c.k_max - sum(sizes)))
-        return sizes
-
     def _engine_prompts(self, request: ScoreRequest, orders: Sequence[list[int]],
-                        fixed_principles: str | None) -> list[EnginePrompt]:
-        c = self.config
+                        fixed: FixedPrinciples | None) -> list[EnginePrompt]:
         shown = Counter(tuple(order) for order in orders)
-        return [EnginePrompt(list(order), count, build_judge_messages(request, order, self.template, c.score_range,
-                                                                      fixed_principles))
+        text = None if fixed is None else fixed.text
+        return [EnginePrompt(list(order), count, build_judge_messages(request, order, self.template,
+                                                                      self.config.score_range, text))
                 for order, count in shown.items()]
 
-    async def _judge(self, request: ScoreRequest, fingerprint: str, key: str, state: _LoopState) -> ScoreResult:
+    async def _judge(self, request: ScoreRequest, fingerprint: str, key: str, backend: Backend) -> ScoreResult:
+        """One request's walk: principles, rounds of samples (until k, k_max or a stop), meta RM, vote."""
+        c = self.config
         rng = self._rng(fingerprint)
-        fixed = await self._fixed_principles(request, state)
-        text = None if fixed is None else fixed.text
+        fixed = await self.principles.fixed(request, backend)
         orders = self._orders(request, rng)
         sampling = self._sampling(request.n_responses)
         judgements: list[Judgement] = []
         drawn = rounds = 0
-        for size in self._round_sizes():
-            prompts = self._engine_prompts(request, orders[drawn:drawn + size], text)
-            batches = await asyncio.gather(*(state.backend.generate([p.messages], p.n, sampling) for p in prompts))
-            judgements += [self._read(completion, p.order, request.n_responses, text)
+        for size in self.adaptive.round_sizes():
+            prompts = self._engine_prompts(request, orders[drawn:drawn + size], fixed)
+            batches = await asyncio.gather(*(backend.generate([p.messages], p.n, sampling) for p in prompts))
+            judgements += [self._read(completion, p.order, request.n_responses, fixed)
                            for p, batch in zip(prompts, batches) for completion in batch[0]]
             drawn, rounds = drawn + size, rounds + 1
-            if drawn < len(orders) and self._should_stop(judgements, len(orders) - drawn):
+            if drawn < len(orders) and self.adaptive.should_stop(voted_values(judgements, c.expected_scores),
+                                                                 len(orders) - drawn):
                 break
         used = None
         if self.meta_rm is not None:
-            judgements, used = await self._meta_guided(request, judgements)
-        result = self._aggregate(request, judgements, rng, used)
-        result = result.model_copy(update=self._scaling_counters(judgements, rounds, drawn < len(orders), fixed,
-                                                                 request.n_responses))
+            judgements, used = await meta_guided(self.meta_rm, request, judgements, c.k_meta or -(-c.k // 2))
+        result = aggregate(judgements, request.n_responses, rng, reward_scale=c.reward_scale,
+                           score_range=c.score_range, expected_scores=c.expected_scores, on_no_valid=c.on_no_valid,
+                           used=used, metadata=request.metadata)
+        counters: dict[str, Any] = dict(rounds=rounds, stopped_early=drawn < len(orders), principles_mode="joint",
+                                        slot_imbalance=slot_imbalance([j.order for j in judgements],
+                                                                      request.n_responses))
+        if fixed is not None:
+            counters.update(fixed.counters(len(judgements)))
+        result = result.model_copy(update=counters)
         if result.valid_samples:
             self.cache.put(key, result)
         return result
-
-    def _values(self, judgements: Sequence[Judgement]) -> list[list[float]]:
-        """What each valid judgement votes: its expected scores where read (with expected_scores), else its scores."""
-        use_expected = self.config.expected_scores
-        return [list(j.expected_scores) if use_expected and j.expected_scores is not None else list(j.scores)
-                for j in judgements if j.valid and j.scores is not None]
-
-    def _should_stop(self, judgements: Sequence[Judgement], remaining: int) -> bool:
-        c = self.config
-        values = self._values(judgements)
-        if not values:
-            return False
-        if c.stopping == "exact":
-            return exact_stop(vote_sum(values, len(values[0])), remaining, c.score_range)
-        if c.stopping == "lead":
-            return lead_stop(values, remaining, c.stop_confidence, self._looks(), c.score_range)
-        return statistical_stop(values, c.stop_tolerance, c.stop_confidence)
-
-    def _looks(self) -> int:
-        """How many times the lead rule may be asked in one draw: the rounds that end before k_max with at least
-        LEAD_MIN_SAMPLES samples."""
-        ends = list(itertools.accumulate(self._round_sizes()))[:-1]
-        return max(1, sum(1 for end in ends if end >= LEAD_MIN_SAMPLES))
-
-    def _scaling_counters(self, judgements: Sequence[Judgement], rounds: int, early: bool, fixed: _Fixed | None,
-                          n_responses: int) -> dict[str, Any]:
-        """The ScoreResult counters of adaptive k, orderings and fixed principles."""
-        counters: dict[str, Any] = dict(rounds=rounds, stopped_early=early,
-                                        slot_imbalance=slot_imbalance([j.order for j in judgements], n_responses),
-                                        principles_mode="joint")
-        if fixed is not None:
-            counters.update(principles_mode=fixed.mode, principles_tokens=sum(fixed.tokens_spent),
-                            principles_reused=fixed.reused,
-                            principles_tokens_saved=len(judgements) * fixed.tokens_per_sample)
-        return counters
-
-    def _known_principles(self, request: ScoreRequest) -> _Fixed | None:
-        """The fixed principles known without asking the judge: given ones, or upfront ones already written."""
-        mode = self.config.principles
-        if mode == "joint":
-            return None
-        if request.principles and request.principles.strip():
-            return _Fixed(request.principles, "given", tokens_per_sample=-(-len(request.principles) // 4))
-        found = self.principles_store.get(principles_key(request.prompt, self._principles_judge))
-        return None if found is None else _Fixed(found.text, "upfront", reused=True,
-                                                 tokens_per_sample=found.completion_tokens)
-
-    async def _fixed_principles(self, request: ScoreRequest, state: _LoopState) -> _Fixed | None:
-        """The principles every sample is judged by (None: each sample writes its own). Upfront principles are
-        written once per prompt: later and concurrent requests for the same prompt wait for and reuse them."""
-        known = self._known_principles(request)
-        if known is not None or self.config.principles != "upfront":
-            return known
-        key = principles_key(request.prompt, self._principles_judge)
-        future = state.principles.get(key)
-        mine = future is None
-        if future is None:
-            future = asyncio.ensure_future(self._write_principles(request, state.backend, key))
-            state.principles[key] = future
-            future.add_done_callback(lambda _f: state.principles.pop(key, None))
-        try:
-            written = await asyncio.shield(future)
-        except ParseError as exc:
-            logger.warning("upfront principles could not be read (%s); this request is judged with joint principles",
-                           exc)
-            return None
-        spent = (written.prompt_tokens, written.completion_tokens) if mine else (0, 0)
-        return _Fixed(written.text, "upfront", spent, not mine, written.completion_tokens)
-
-    async def _write_principles(self, request: ScoreRequest, backend: Backend, key: str) -> WrittenPrinciples:
-        sampling = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=self.config.max_tokens)
-        [[completion]] = await backend.generate([build_principles_messages(request.prompt, self.template)], 1, sampling)
-        written = WrittenPrinciples(parse_principles(completion.text), completion.prompt_tokens,
-                                    completion.completion_tokens)
-        self.principles_store.put(key, written)
-        return written
 
     async def asample(self, request: ScoreRequest, order: Sequence[int], n: int = 1, *,
                       instruction: str | None = None) -> tuple[list[dict[str, str]], list[Judgement]]:
@@ -449,11 +330,12 @@ class GRMReward(RewardFunction):
         shown = [dict(m) for m in messages]
         if instruction:
             shown[-1]["content"] = f"{shown[-1]['content']}\n\n{instruction}"
-        [completions] = await self._state().backend.generate([shown], n, self._sampling(request.n_responses))
+        [completions] = await self._states.get().backend.generate([shown], n, self._sampling(request.n_responses))
         return messages, [self._read(c, order, request.n_responses) for c in completions]
 
     def _read(self, completion: Completion, order: list[int], n_responses: int,
-              fixed_principles: str | None = None) -> Judgement:
+              fixed: FixedPrinciples | None = None) -> Judgement:
+        """One completion as a Judgement: parsed, its scores (and expected scores) in the original order."""
         c = self.config
         common = dict(text=completion.text, order=order, finish_reason=completion.finish_reason,
                       prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens)
@@ -465,59 +347,6 @@ class GRMReward(RewardFunction):
         if c.expected_scores and completion.logprobs:
             values, read = expected_scores(completion.text, spans, parsed.scores, completion.logprobs, c.score_range)
             expected = unshuffle(values, order) if read == n_responses else None
-        return Judgement(valid=True, principles=parsed.principles or fixed_principles or "", critique=parsed.critique,
-                         scores=unshuffle(parsed.scores, order), expected_scores=expected, **common)
-
-    async def _meta_guided(self, request: ScoreRequest,
-                           judgements: list[Judgement]) -> tuple[list[Judgement], list[int]]:
-        """Meta RM guided voting: rate the valid judgements, keep the top k_meta (default k/2) for the vote; the meta
-        scores are kept on every rated judgement."""
-        from .meta_rm import keep_top
-
-        valid = [i for i, j in enumerate(judgements) if j.valid and j.scores is not None]
-        if not valid:
-            return judgements, []
-        rated = await self.meta_rm.arate(request, [judgements[i] for i in valid])
-        if len(rated) != len(valid):
-            raise ValueError(f"meta RM {getattr(self.meta_rm, 'name', self.meta_rm)!r} returned {len(rated)} scores "
-                             f"for {len(valid)} judgements")
-        scores = [float("-inf")] * len(judgements)
-        updated = list(judgements)
-        for i, score in zip(valid, rated):
-            scores[i] = float(score)
-            updated[i] = judgements[i].model_copy(update={"meta_score": float(score)})
-        k_meta = self.config.k_meta or -(-self.config.k // 2)
-        return updated, keep_top(updated, scores, k_meta)
-
-    def _aggregate(self, request: ScoreRequest, judgements: list[Judgement], rng: random.Random,
-                   used: list[int] | None = None) -> ScoreResult:
-        c = self.config
-        n = request.n_responses
-        chosen = range(len(judgements)) if used is None else used
-        voted = [judgements[i] for i in chosen if judgements[i].valid and judgements[i].scores is not None]
-        valid = [j.scores for j in voted]
-        counters = dict(
-            judgements=judgements,
-            samples=len(judgements),
-            valid_samples=sum(1 for j in judgements if j.valid and j.scores is not None),
-            prompt_tokens=sum(j.prompt_tokens for j in judgements),
-            completion_tokens=sum(j.completion_tokens for j in judgements),
-            metadata=request.metadata,
-            meta_kept=None if used is None else list(used),
-        )
-        if valid:
-            votes = vote_sum(valid, n)
-            deciding: list[float] = list(votes)
-            if c.expected_scores:
-                deciding = vote_sum(self._values(voted), n)
-                counters.update(expected_votes=deciding,
-                                expected_samples=sum(1 for j in voted if j.expected_scores is not None))
-            rewards: list[float | None] = list(scale_rewards(deciding, len(valid), c.reward_scale, c.score_range))
-            return ScoreResult(rewards=rewards, votes=votes, best=pick_best(deciding, rng), voted_samples=len(valid),
-                               **counters)
-        if c.on_no_valid == "raise":
-            errors = "; ".join(sorted({j.error or "" for j in judgements}))[:500]
-            raise NoValidJudgementError(f"none of the {len(judgements)} sampled judgement(s) could be parsed "
-                                        f"({errors}); set on_no_valid='none' or a number to get a reward instead")
-        fallback = None if c.on_no_valid == "none" else float(c.on_no_valid)
-        return ScoreResult(rewards=[fallback] * n, **counters)
+        return Judgement(valid=True, principles=parsed.principles or (fixed.text if fixed else "") or "",
+                         critique=parsed.critique, scores=unshuffle(parsed.scores, order), expected_scores=expected,
+                         **common)

@@ -17,7 +17,9 @@ import math
 import weakref
 from typing import Any, Awaitable, Callable, Protocol, Sequence, Union, runtime_checkable
 
-from .types import Judgement, Message, ScoreRequest
+from .errors import BackendError
+from .templates import render_response
+from .types import Judgement, ScoreRequest
 
 
 @runtime_checkable
@@ -29,26 +31,17 @@ class MetaRM(Protocol):
     async def arate(self, request: ScoreRequest, judgements: Sequence[Judgement]) -> list[float]: ...
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    parts = []
-    for message in value:
-        message = message if isinstance(message, Message) else Message.model_validate(message)
-        parts.append(f"[{message.role}] {message.text()}".rstrip())
-    return "\n".join(parts)
-
-
 def meta_rm_prompt(request: ScoreRequest, judgement: Judgement) -> str:
-    """The meta RM's input for one judgement (the paper's layout)."""
+    """The meta RM's input for one judgement (the paper's layout); the conversation and the responses are rendered as
+    the judge sees them (``templates.render_response``)."""
     order = judgement.order or list(range(request.n_responses))
-    responses = "\n\n".join(f"[Response {slot + 1}]\n{_text(request.responses[index])}"
+    responses = "\n\n".join(f"[Response {slot + 1}]\n{render_response(request.responses[index])}"
                             for slot, index in enumerate(order))
     shown = [judgement.scores[i] for i in order] if judgement.scores else []
     verdict = (f"Specific Criteria: {judgement.principles.strip()}\n\nAnalysis: {judgement.critique.strip()}\n\n"
                f"Scores: {', '.join(map(str, shown))}")
     return ("Please score the responses.\n\n#### Conversation Context ####\n"
-            f"{_text(request.prompt)}\n\n{responses}\n\n#### Responses to be Scored ####\n{verdict}")
+            f"{render_response(request.prompt)}\n\n{responses}\n\n#### Responses to be Scored ####\n{verdict}")
 
 
 Rater = Callable[[ScoreRequest, Judgement], Union[float, Awaitable[float]]]
@@ -208,5 +201,26 @@ def keep_top(judgements: Sequence[Judgement], meta_scores: Sequence[float], k_me
     return sorted(ranked[:k_meta])
 
 
+async def meta_guided(meta_rm: MetaRM, request: ScoreRequest, judgements: list[Judgement],
+                      k_meta: int) -> tuple[list[Judgement], list[int]]:
+    """Meta RM guided voting: rate the valid judgements, keep the top ``k_meta`` for the vote. Returns the
+    judgements (every rated one carrying its ``meta_score``) and the indices kept. A meta RM that answers with the
+    wrong number of scores fails like an engine (BackendError naming it), never with a bare ValueError."""
+    valid = [i for i, j in enumerate(judgements) if j.valid and j.scores is not None]
+    if not valid:
+        return judgements, []
+    rated = await meta_rm.arate(request, [judgements[i] for i in valid])
+    if len(rated) != len(valid):
+        name = getattr(meta_rm, "name", repr(meta_rm))
+        raise BackendError(f"meta RM {name!r} returned {len(rated)} scores for {len(valid)} judgements",
+                           endpoint=str(name))
+    scores = [float("-inf")] * len(judgements)
+    updated = list(judgements)
+    for i, score in zip(valid, rated):
+        scores[i] = float(score)
+        updated[i] = judgements[i].model_copy(update={"meta_score": float(score)})
+    return updated, keep_top(updated, scores, k_meta)
+
+
 __all__ = ["FunctionMetaRM", "HTTPMetaRM", "MetaRM", "TransformersMetaRM", "classify_reply", "keep_top",
-           "meta_rm_prompt"]
+           "meta_guided", "meta_rm_prompt"]

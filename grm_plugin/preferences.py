@@ -14,10 +14,10 @@ import random
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, AsyncIterator, Callable, Optional, Sequence
 
 from .errors import InvalidRequestError
-from .types import ScoreRequest
+from .types import ScoreRequest, ScoreResult
 
 
 @dataclass
@@ -149,6 +149,24 @@ def load_preferences(source: str | Sequence[dict[str, Any]], limit: int | None =
     """
     rows = read_rows(source) if isinstance(source, str) else list(source)
     return [preference_item(row, i) for i, row in enumerate(rows[:limit] if limit else rows)]
+
+
+async def judged_chunks(reward: Any, items: Sequence[PreferenceItem], batch_size: int, progress: Any = None, *,
+                        close: bool = False) -> AsyncIterator[list[tuple[PreferenceItem, ScoreRequest, ScoreResult]]]:
+    """Judge ``items`` with ``reward`` (any RewardFunction) in chunks of ``batch_size``, yielding each chunk's
+    (item, request, result) triples; the progress bar advances once the caller has handled a chunk, and with
+    ``close`` the reward's clients are closed at the end. Use it with ``contextlib.aclosing`` so that stopping early
+    still closes them."""
+    try:
+        for start in range(0, len(items), batch_size):
+            chunk = list(items[start:start + batch_size])
+            requests = [item.request() for item in chunk]
+            yield list(zip(chunk, requests, await reward.ascore(requests)))
+            if progress is not None:
+                progress.update(len(chunk))
+    finally:
+        if close:
+            await reward.aclose()
 
 
 def write_jsonl(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal, Union
+from typing import Any, Literal, Sequence, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import InvalidRequestError, format_validation_error
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
@@ -201,3 +203,25 @@ class ScoreResult(BaseModel):
     @property
     def parse_valid_rate(self) -> float:
         return self.valid_samples / self.samples if self.samples else 0.0
+
+
+def coerce_requests(requests: Sequence[ScoreRequest | dict[str, Any]]) -> list[ScoreRequest]:
+    """Validate requests given as ScoreRequest objects or plain dicts; errors name the index and the field.
+
+    Example:
+        >>> [r.n_responses for r in coerce_requests([{"prompt": "2+2?", "responses": ["4", "5"]}])]
+        [2]
+    """
+    if isinstance(requests, (ScoreRequest, dict)):
+        raise InvalidRequestError("expected a list of requests, got a single "
+                                  f"{type(requests).__name__}; wrap it in a list")
+    out = []
+    for i, request in enumerate(requests):
+        if isinstance(request, ScoreRequest):
+            out.append(request)
+            continue
+        try:
+            out.append(ScoreRequest.model_validate(request))
+        except ValidationError as exc:
+            raise InvalidRequestError(format_validation_error(exc, f"request {i}")) from None
+    return out

@@ -1,55 +1,16 @@
-"""Turn k sampled judgements into one reward per response: per-sample shuffles (random or balanced), sum voting
-(paper Eq. 14), seeded tie-breaking, reward scaling, and the stopping rules of adaptive k. Pure functions; the
-randomness is seeded by the caller."""
+"""Turn k sampled judgements into one reward per response: sum voting (paper Eq. 14), seeded tie-breaking, reward
+scaling, and the aggregation of a request's judgements into its ScoreResult. Pure functions; the randomness is seeded
+by the caller."""
 
 from __future__ import annotations
 
-import math
 import random
-from statistics import NormalDist
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
+
+from .errors import NoValidJudgementError
+from .types import Judgement, ScoreResult
 
 RewardScale = Literal["mean", "sum", "unit"]
-
-
-def draw_orders(n_responses: int, k: int, rng: random.Random, shuffle: bool = True,
-                balanced: bool = False) -> list[list[int]]:
-    """One presentation order per sample: ``order[j]`` is the original index shown in slot j.
-
-    Each sample's order is an independent uniform shuffle (the paper's remedy for position bias); with
-    ``shuffle=False`` every sample sees the original order. ``balanced`` draws one shuffle and gives sample j its
-    rotation by j (the rows of a Latin square): every n consecutive samples show each response once in each slot.
-
-    Example:
-        >>> draw_orders(3, 2, random.Random(0), shuffle=False)
-        [[0, 1, 2], [0, 1, 2]]
-        >>> draw_orders(3, 3, random.Random(0), balanced=True)
-        [[0, 2, 1], [2, 1, 0], [1, 0, 2]]
-    """
-    if balanced and shuffle:
-        base = list(range(n_responses))
-        rng.shuffle(base)
-        return [base[j % n_responses:] + base[:j % n_responses] for j in range(k)]
-    orders = []
-    for _ in range(k):
-        order = list(range(n_responses))
-        if shuffle:
-            rng.shuffle(order)
-        orders.append(order)
-    return orders
-
-
-def unshuffle(shown_scores: Sequence[int], order: Sequence[int]) -> list[int]:
-    """Map scores given per shown slot back to the original response order.
-
-    Example:
-        >>> unshuffle([9, 2], [1, 0])  # slot 1 showed response 1, which got 9
-        [2, 9]
-    """
-    scores = [0] * len(order)
-    for slot, index in enumerate(order):
-        scores[index] = shown_scores[slot]
-    return scores
 
 
 def vote_sum(score_lists: Sequence[Sequence[int]], n_responses: int) -> list[int]:
@@ -118,157 +79,44 @@ def unit_score(mean: float, score_range: tuple[int, int] = (1, 10), clamp: bool 
     return min(1.0, max(0.0, value)) if clamp else value
 
 
-def slot_imbalance(orders: Sequence[Sequence[int]], n_responses: int) -> int:
-    """How unevenly the responses sat in the slots: the largest minus the smallest count of (response, slot) pairs
-    over ``orders`` (0: every response was shown in every slot equally often).
-
-    Example:
-        >>> slot_imbalance([[0, 1], [1, 0]], 2), slot_imbalance([[0, 1], [0, 1]], 2)
-        (0, 2)
-    """
-    counts = [[0] * n_responses for _ in range(n_responses)]
-    for order in orders:
-        for slot, index in enumerate(order):
-            counts[index][slot] += 1
-    flat = [c for row in counts for c in row]
-    return max(flat) - min(flat)
+def voted_values(judgements: Sequence[Judgement], use_expected: bool = False) -> list[list[float]]:
+    """What each valid judgement votes: its expected scores where read (with ``use_expected``), else its scores."""
+    return [list(j.expected_scores) if use_expected and j.expected_scores is not None else list(j.scores)
+            for j in judgements if j.valid and j.scores is not None]
 
 
-def exact_stop(votes: Sequence[float], remaining: int, score_range: tuple[int, int] = (1, 10)) -> bool:
-    """The exact stopping rule of adaptive k: True when the best response can no longer change, because its lead
-    over every other response is larger than ``remaining`` samples could overturn even if each gave it the lowest
-    score and the other the highest (a strict lead, so no tie can appear either).
-
-    Example:
-        >>> exact_stop([40, 12], remaining=3), exact_stop([40, 12], remaining=4)
-        (True, False)
-    """
-    if remaining <= 0 or len(votes) < 2:
-        return True
-    ranked = sorted(votes, reverse=True)
-    return ranked[0] - ranked[1] > remaining * (score_range[1] - score_range[0])
-
-
-MIN_SPREAD = 0.5  # a response's score spread is taken as at least half a point: scores are rounded integers
-
-
-def t_quantile(p: float, df: int) -> float:
-    """Student's t quantile (Cornish-Fisher expansion around the normal one; within 1% for df >= 2).
-
-    Example:
-        >>> round(t_quantile(0.975, 10), 3)
-        2.228
-    """
-    z = NormalDist().inv_cdf(p)
-    terms = ((z ** 3 + z) / 4, (5 * z ** 5 + 16 * z ** 3 + 3 * z) / 96,
-             (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / 384,
-             (79 * z ** 9 + 776 * z ** 7 + 1482 * z ** 5 - 1920 * z ** 3 - 945 * z) / 92160)
-    return z + sum(term / df ** (i + 1) for i, term in enumerate(terms))
-
-
-def _mean_spread(column: Sequence[float]) -> tuple[float, float]:
-    """The mean and the sample standard deviation (spread taken as at least ``MIN_SPREAD``) of at least 2 values."""
-    m = len(column)
-    mean = sum(column) / m
-    return mean, max(math.sqrt(sum((x - mean) ** 2 for x in column) / (m - 1)), MIN_SPREAD)
-
-
-def statistical_stop(score_lists: Sequence[Sequence[float]], tolerance: float, confidence: float) -> bool:
-    """The statistical stopping rule of adaptive k: True when every response's mean score is known within
-    ``tolerance`` at ``confidence`` (``score_lists``: one list of per-response scores per sample): the two-sided
-    Student-t interval's half-width ``t * s / sqrt(m)`` is at most ``tolerance`` for every response, with the spread
-    ``s`` taken as at least ``MIN_SPREAD`` so that a few agreeing samples do not stop the draw. Needs at least 3
-    samples.
-
-    Example:
-        >>> statistical_stop([[7, 3], [8, 3], [7, 4], [8, 3], [7, 3], [8, 4]], tolerance=0.5, confidence=0.9)
-        True
-        >>> statistical_stop([[7, 3], [8, 9], [7, 1], [8, 3]], tolerance=0.5, confidence=0.9)
-        False
-    """
-    m = len(score_lists)
-    if m < 3:
-        return False
-    quantile = t_quantile(0.5 + confidence / 2, m - 1)
-    return all(quantile * _mean_spread(column)[1] / math.sqrt(m) <= tolerance for column in zip(*score_lists))
-
-
-def t_cdf(t: float, df: int) -> float:
-    """Student's t distribution function, exact for integer ``df`` >= 1 (the finite series of Abramowitz and Stegun
-    26.7.3-4).
-
-    Example:
-        >>> round(t_cdf(2.228, 10), 4), round(t_cdf(-1.0, 1), 4)
-        (0.975, 0.25)
-    """
-    theta = math.atan(t / math.sqrt(df))
-    c2, sin, cos = math.cos(theta) ** 2, math.sin(theta), math.cos(theta)
-    term, total = 1.0, 1.0
-    for j in range(3 if df % 2 else 2, df - 1, 2):
-        term *= c2 * (j - 1) / j
-        total += term
-    if df % 2:  # P(|T| <= t) = 2/pi (theta + sin cos (1 + 2/3 cos^2 + ...)); for df = 1 just 2 theta / pi
-        inside = 2 / math.pi * (theta + (sin * cos * total if df > 1 else 0.0))
-    else:  # P(|T| <= t) = sin (1 + 1/2 cos^2 + 1*3/(2*4) cos^4 + ...)
-        inside = sin * total
-    return 0.5 + inside / 2
-
-
-LEAD_MIN_SAMPLES = 4  # the lead rule estimates the spread of score differences: it never stops on fewer samples
-
-
-def lead_flip_probability(score_lists: Sequence[Sequence[float]], remaining: int) -> float:
-    """How likely the ``remaining`` samples are to change the best response: the summed probabilities (a union bound
-    over the other responses) that each other response ends level with or ahead of the current leader once all
-    ``m + remaining`` samples are voted. For the leader L and another response i, the per-sample differences
-    ``d = s_L - s_i`` have mean ``dbar`` and spread ``s`` (at least ``MIN_SPREAD``); the remaining samples add a sum
-    predicted as normal with mean ``remaining * dbar`` and variance ``remaining * s^2 * (1 + remaining / m)`` (the
-    samples' own noise plus the uncertainty of ``dbar``), so i overtakes with probability
-    ``P(T_{m-1} <= -t * sqrt((m + remaining) / remaining))`` where ``t = dbar * sqrt(m) / s`` is the paired
-    t-statistic. 1.0 while the best is tied or fewer than 2 samples are drawn; 0.0 with nothing remaining.
-
-    Example:
-        >>> round(lead_flip_probability([[8, 3], [9, 2], [8, 4], [9, 3]], remaining=12), 4)
-        0.0011
-        >>> lead_flip_probability([[7, 6], [6, 7], [8, 6], [7, 7]], remaining=12) > 0.2
-        True
-    """
-    m = len(score_lists)
-    if remaining <= 0:
-        return 0.0
-    votes = vote_sum(score_lists, len(score_lists[0])) if m else []
-    if m < 2 or votes.count(max(votes)) > 1:
-        return 1.0
-    leader = votes.index(max(votes))
-    inflate = math.sqrt((m + remaining) / remaining)
-    flip = 0.0
-    for other in range(len(votes)):
-        if other != leader:
-            mean, spread = _mean_spread([s[leader] - s[other] for s in score_lists])
-            flip += t_cdf(-mean * math.sqrt(m) / spread * inflate, m - 1)
-    return min(flip, 1.0)
-
-
-def lead_stop(score_lists: Sequence[Sequence[float]], remaining: int, confidence: float, looks: int = 1,
-              score_range: tuple[int, int] = (1, 10)) -> bool:
-    """The lead stopping rule of adaptive k (ranking-aware): True when the current leader stays the best response of
-    all ``m + remaining`` samples with probability at least ``confidence``: ``exact_stop`` holds, or, from
-    ``LEAD_MIN_SAMPLES`` samples on, ``lead_flip_probability`` is at most ``(1 - confidence) / sqrt(looks)``, where
-    ``looks`` is how many times the rule is asked during one draw (the rounds that end before k_max). Each look's
-    probability already conditions on the data, so the looks need no Bonferroni split (that measured 5-10x below
-    its level); the square root keeps the worst case (two equally good responses) under ``1 - confidence``. Never
-    stops on a tied best.
-
-    Example:
-        >>> lead_stop([[8, 3], [9, 2], [8, 4], [9, 3]], remaining=12, confidence=0.95, looks=6)
-        True
-        >>> lead_stop([[8, 3], [9, 2], [8, 4]], remaining=13, confidence=0.95)  # too few samples for a spread
-        False
-    """
-    if not score_lists:
-        return remaining <= 0
-    if exact_stop(vote_sum(score_lists, len(score_lists[0])), remaining, score_range):
-        return True
-    if len(score_lists) < LEAD_MIN_SAMPLES:
-        return False
-    return lead_flip_probability(score_lists, remaining) <= (1 - confidence) / math.sqrt(max(looks, 1))
+def aggregate(judgements: list[Judgement], n_responses: int, rng: random.Random, *, reward_scale: RewardScale = "mean",
+              score_range: tuple[int, int] = (1, 10), expected_scores: bool = False,
+              on_no_valid: str | float = "none", used: Sequence[int] | None = None,
+              metadata: dict[str, Any] | None = None) -> ScoreResult:
+    """A request's ScoreResult from its sampled judgements: the valid ones (of ``used``, the meta RM's choice, when
+    given) are sum-voted, scaled into rewards and the best picked (ties broken by ``rng``); with ``expected_scores``
+    the expected scores decide. Without a valid judgement the rewards are None or ``on_no_valid`` (a number), or
+    NoValidJudgementError is raised (``on_no_valid='raise'``)."""
+    chosen = range(len(judgements)) if used is None else used
+    voted = [judgements[i] for i in chosen if judgements[i].valid and judgements[i].scores is not None]
+    counters: dict[str, Any] = dict(
+        judgements=judgements,
+        samples=len(judgements),
+        valid_samples=sum(1 for j in judgements if j.valid and j.scores is not None),
+        prompt_tokens=sum(j.prompt_tokens for j in judgements),
+        completion_tokens=sum(j.completion_tokens for j in judgements),
+        metadata=metadata or {},
+        meta_kept=None if used is None else list(used),
+    )
+    if voted:
+        votes = vote_sum([j.scores for j in voted], n_responses)  # type: ignore[misc]
+        deciding: list[float] = list(votes)
+        if expected_scores:
+            deciding = vote_sum(voted_values(voted, True), n_responses)
+            counters.update(expected_votes=deciding,
+                            expected_samples=sum(1 for j in voted if j.expected_scores is not None))
+        rewards: list[float | None] = list(scale_rewards(deciding, len(voted), reward_scale, score_range))
+        return ScoreResult(rewards=rewards, votes=votes, best=pick_best(deciding, rng), voted_samples=len(voted),
+                           **counters)
+    if on_no_valid == "raise":
+        errors = "; ".join(sorted({j.error or "" for j in judgements}))[:500]
+        raise NoValidJudgementError(f"none of the {len(judgements)} sampled judgement(s) could be parsed "
+                                    f"({errors}); set on_no_valid='none' or a number to get a reward instead")
+    fallback = None if on_no_valid == "none" else float(on_no_valid)
+    return ScoreResult(rewards=[fallback] * n_responses, **counters)

@@ -15,17 +15,16 @@ import pytest
 from grm_plugin import GRMReward
 from grm_plugin.errors import BackendError, InvalidRequestError
 from grm_plugin.evaluation import (
-    EvalItem,
     ItemSamples,
     accuracy_curve,
     collect_samples,
     expected_correct,
-    load_items,
     position_bias,
     rewardbench_score,
     run_eval,
     subsets,
 )
+from grm_plugin.preferences import PreferenceItem, load_preferences
 from grm_plugin.simulated_judge import SimulatedJudge, quality_pairs
 from grm_plugin.voting import vote_sum
 
@@ -33,9 +32,9 @@ from grm_plugin.voting import vote_sum
 SMOKE = Path(__file__).resolve().parent.parent / "examples" / "eval" / "smoke.jsonl"
 
 
-def items_from_pairs(n: int, seed: int = 0, gap: float = 1.0) -> list[EvalItem]:
+def items_from_pairs(n: int, seed: int = 0, gap: float = 1.0) -> list[PreferenceItem]:
     requests, better = quality_pairs(n, seed=seed, gap=gap)
-    return [EvalItem(str(i), r.prompt, list(r.responses), b, subset="ab"[i % 2])
+    return [PreferenceItem(str(i), r.prompt, list(r.responses), b, subset="ab"[i % 2])
             for i, (r, b) in enumerate(zip(requests, better))]
 
 
@@ -151,17 +150,17 @@ def test_load_items_from_jsonl_parquet_and_rows_with_clear_errors(tmp_path):
             {"prompt": "q2", "responses": ["x", "y", "z"], "best": 2}]
     path = tmp_path / "data.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    items = load_items(str(path))
+    items = load_preferences(str(path))
     assert [(i.responses, i.best, i.subset) for i in items] == [(["a", "b"], 0, "s"), (["x", "y", "z"], 2, "all")]
     datasets = pytest.importorskip("datasets")
     datasets.Dataset.from_list([rows[0]]).to_parquet(str(tmp_path / "data.parquet"))
-    assert load_items(str(tmp_path / "data.parquet"))[0].responses == ["a", "b"]
+    assert load_preferences(str(tmp_path / "data.parquet"))[0].responses == ["a", "b"]
     with pytest.raises(InvalidRequestError, match="row 0 .*missing rejected"):
-        load_items([{"prompt": "q", "chosen": "a"}])
+        load_preferences([{"prompt": "q", "chosen": "a"}])
     with pytest.raises(InvalidRequestError, match="row 0 .*best must be an index"):
-        load_items([{"prompt": "q", "responses": ["a", "b"], "best": 5}])
+        load_preferences([{"prompt": "q", "responses": ["a", "b"], "best": 5}])
     with pytest.raises(InvalidRequestError, match="expected pairwise columns"):
-        load_items([{"question": "q"}])
+        load_preferences([{"question": "q"}])
 
 
 def test_grm_eval_cli_on_the_shipped_smoke_set_with_the_simulated_judge(sim_judge, tmp_path):
@@ -184,7 +183,7 @@ def test_grm_eval_cli_on_the_shipped_smoke_set_with_the_simulated_judge(sim_judg
 
 
 def test_smoke_set_has_four_subsets_of_25():
-    items = load_items(str(SMOKE))
+    items = load_preferences(str(SMOKE))
     counts = {}
     for item in items:
         counts[item.subset] = counts.get(item.subset, 0) + 1

@@ -16,8 +16,9 @@ from grm_plugin import GRMReward, InvalidRequestError, ScoreRequest
 from grm_plugin.backends import TokenLogprob
 from grm_plugin.expected import expected_scores, score_distribution
 from grm_plugin.simulated_judge import SimulatedJudge, _score_probabilities, with_quality
-from grm_plugin.voting import (draw_orders, exact_stop, lead_flip_probability, lead_stop, pick_best, slot_imbalance,
-                               statistical_stop, t_cdf, t_quantile, vote_sum)
+from grm_plugin.orders import draw_orders, slot_imbalance
+from grm_plugin.stopping import exact_stop, lead_flip_probability, lead_stop, statistical_stop, t_cdf, t_quantile
+from grm_plugin.voting import pick_best, vote_sum
 
 L = math.log
 
@@ -170,9 +171,10 @@ def test_lead_rule_keeps_its_error_rate_when_two_responses_are_equally_good():
 
 def test_lead_is_the_default_rule_and_counts_its_looks():
     reward = GRMReward(base_url="http://x/v1", model="m", k=4, k_max=16, round_size=2)
-    assert reward.config.stopping == "lead" and reward._looks() == 6  # after 4, 6, ..., 14 samples
-    assert GRMReward(base_url="http://x/v1", model="m", k=2, k_max=16, round_size=2)._looks() == 6  # 2 is too few
-    assert GRMReward(base_url="http://x/v1", model="m", k=8, k_max=8)._looks() == 1
+    assert reward.config.stopping == "lead" and reward.adaptive.looks() == 6  # after 4, 6, ..., 14 samples
+    few = GRMReward(base_url="http://x/v1", model="m", k=2, k_max=16, round_size=2)
+    assert few.adaptive.looks() == 6  # 2 is too few
+    assert GRMReward(base_url="http://x/v1", model="m", k=8, k_max=8).adaptive.looks() == 1
 
 
 # --- adaptive k: the statistical rule ---------------------------------------------------------------------------

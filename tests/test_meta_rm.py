@@ -117,7 +117,8 @@ def test_grm_eval_reports_meta_guided_curves_from_the_same_samples(sim_judge, tm
     """An oracle meta RM (it reads the simulated judge's hidden qualities) must make meta@k at least voting@k."""
     import re
 
-    from grm_plugin.evaluation import EvalItem, run_eval, subsets
+    from grm_plugin.evaluation import run_eval, subsets
+    from grm_plugin.preferences import PreferenceItem
     from grm_plugin.simulated_judge import quality_pairs
 
     def oracle(request, judgement) -> float:
@@ -127,7 +128,7 @@ def test_grm_eval_reports_meta_guided_curves_from_the_same_samples(sim_judge, tm
 
     sim_judge.state.settings.noise = 2.0
     requests, better = quality_pairs(30, seed=1, gap=1.0)
-    items = [EvalItem(str(i), r.prompt, list(r.responses), b) for i, (r, b) in enumerate(zip(requests, better))]
+    items = [PreferenceItem(str(i), r.prompt, list(r.responses), b) for i, (r, b) in enumerate(zip(requests, better))]
     reward = GRMReward(base_url=sim_judge.base_url, model="sim", meta_rm=FunctionMetaRM(oracle))
     report = run_eval(reward, items, [2, 4], tmp_path, with_position_bias=False)
     for row in report["curve"]:

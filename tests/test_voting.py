@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from grm_plugin.voting import draw_orders, pick_best, scale_rewards, unshuffle, vote_sum
+from grm_plugin.orders import draw_orders, unshuffle
+from grm_plugin.voting import pick_best, scale_rewards, unit_score, vote_sum
 
 
 def test_votes_sum_across_samples():
@@ -55,3 +56,10 @@ def test_reward_scales(scale, expected):
 def test_unit_scale_maps_the_score_range_onto_zero_one():
     assert scale_rewards([1, 10], 1, "unit") == [0.0, 1.0]
     assert scale_rewards([0, 2], 2, "unit", score_range=(0, 1)) == [0.0, 1.0]
+
+
+def test_unit_score_maps_the_score_range_onto_0_1():
+    assert unit_score(1) == 0.0 and unit_score(10) == 1.0 and unit_score(5.5) == 0.5
+    assert unit_score(12) == 1.0 and unit_score(12, clamp=False) > 1.0
+    assert unit_score(3, (0, 4)) == 0.75
+    assert scale_rewards([30, 3], 3, "unit") == [unit_score(10), unit_score(1)]

@@ -11,17 +11,16 @@ conversational prompt-completion records (``prompt``: the judge messages, ``comp
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 from contextlib import aclosing
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, Sequence
 
 from ..meta_rm import meta_rm_prompt
-from ..preferences import PreferenceItem, write_jsonl
+from ..preferences import PreferenceItem, judged_chunks, write_jsonl
 from ..templates import build_judge_messages, get_template
-from ..types import Judgement, ScoreRequest, ScoreResult
+from ..types import Judgement, ScoreRequest
 from .rules import judgement_correct
 
 N_RFT = 3  # judgements sampled per item in rejective fine-tuning (paper)
@@ -89,21 +88,6 @@ def item_n(item: PreferenceItem) -> int:
     return len(item.responses)
 
 
-async def _judged_chunks(sampler: Any, items: Sequence[PreferenceItem], batch_size: int, progress: Any
-                         ) -> AsyncIterator[list[tuple[PreferenceItem, ScoreRequest, ScoreResult]]]:
-    """Judge ``items`` with ``sampler`` in chunks of ``batch_size``, yielding each chunk's (item, request, result);
-    the progress bar advances once the caller has handled a chunk, and the sampler's clients are closed at the end."""
-    try:
-        for start in range(0, len(items), batch_size):
-            chunk = list(items[start:start + batch_size])
-            requests = [item.request() for item in chunk]
-            yield list(zip(chunk, requests, await sampler.ascore(requests)))
-            if progress is not None:
-                progress.update(len(chunk))
-    finally:
-        await sampler.aclose()
-
-
 async def abuild_rft_dataset(grm: Any, items: Sequence[PreferenceItem], *, n_rft: int = N_RFT, hinted: bool = False,
                              temperature: float | None = None, batch_size: int = 32, progress: Any = None,
                              seed: int = 0) -> tuple[list[dict[str, Any]], RFTStats]:
@@ -115,7 +99,7 @@ async def abuild_rft_dataset(grm: Any, items: Sequence[PreferenceItem], *, n_rft
     rng = random.Random(f"rft:{seed}")
     stats = RFTStats()
     rows: list[dict[str, Any]] = []
-    async with aclosing(_judged_chunks(sampler, items, batch_size, progress)) as chunks:
+    async with aclosing(judged_chunks(sampler, items, batch_size, progress, close=True)) as chunks:
         async for judged in chunks:
             retry: list[tuple[PreferenceItem, ScoreRequest]] = []
             for item, request, result in judged:
@@ -156,7 +140,8 @@ def build_rft_dataset(grm: Any, items: Sequence[PreferenceItem], out: str | Path
     and with ``hinted=True`` give items whose samples were all wrong one hinted sample, kept if correct.
 
     Returns the rows (TRL conversational prompt-completion records plus ``id``, ``subset``, ``order``, ``hinted``) and
-    the statistics; with ``out``, writes ``out`` (JSONL) and ``<out>.stats.json``.
+    the statistics; with ``out``, writes the rows to ``out`` (JSONL; ``grm spct rft`` writes the statistics beside it
+    as ``stats.json``).
     """
     from .._sync import run_sync
 
@@ -164,7 +149,6 @@ def build_rft_dataset(grm: Any, items: Sequence[PreferenceItem], out: str | Path
                                               batch_size=batch_size, progress=progress, seed=seed))
     if out is not None:
         write_jsonl(rows, out)
-        Path(f"{out}.stats.json").write_text(json.dumps(stats.as_dict(), indent=2) + "\n", encoding="utf-8")
     return rows, stats
 
 
@@ -193,7 +177,7 @@ async def abuild_meta_dataset(grm: Any, items: Sequence[PreferenceItem], *, k: i
     """Meta RM training rows from ``grm``'s samples (async; see ``build_meta_dataset``)."""
     sampler = grm.with_settings(k=k, cache_size=0)
     rows: list[dict[str, Any]] = []
-    async with aclosing(_judged_chunks(sampler, items, batch_size, progress)) as chunks:
+    async with aclosing(judged_chunks(sampler, items, batch_size, progress, close=True)) as chunks:
         async for judged in chunks:
             for item, request, result in judged:
                 for sample, judgement in enumerate(result.judgements):

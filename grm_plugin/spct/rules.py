@@ -14,7 +14,7 @@ from ..errors import InvalidRequestError, ParseError
 from ..parsing import parse_judgement
 from ..reward import RewardFunction
 from ..types import Judgement, Message, ScoreRequest, ScoreResult
-from ..voting import unshuffle
+from ..orders import unshuffle
 
 
 def judgement_correct(scores: Optional[Sequence[int]], best: Optional[int] = None,
@@ -137,7 +137,7 @@ class SPCTRuleReward(RewardFunction):
     async def ascore(self, requests: Sequence[ScoreRequest | dict[str, Any]]) -> list[ScoreResult]:
         """Each request's ``responses`` are judge generations for its ``prompt``; its ``metadata`` holds ``best`` or
         ``labels``, ``n_responses`` and optionally ``order``. Rewards are +1/-1 per generation."""
-        from ..grm import coerce_requests
+        from ..types import coerce_requests
 
         results = []
         for request in coerce_requests(requests):
