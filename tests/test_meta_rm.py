@@ -196,3 +196,26 @@ def test_http_meta_rm_against_grm_serve_classify_matches_the_local_meta_rm(sim_j
         GRMReward(judge.config, meta_rm=down).score([REQUEST])
     with pytest.raises(ValueError, match="url: expected an http"):
         HTTPMetaRM("localhost:8000")
+
+
+class _ShortMetaRM:
+    """A broken meta RM: one score however many judgements it is asked to rate."""
+
+    name = "short"
+
+    async def arate(self, request, judgements):
+        return [1.0]
+
+
+def test_a_meta_rm_that_miscounts_fails_as_an_engine_and_grm_serve_answers_503(sim_judge):
+    from starlette.testclient import TestClient
+
+    from grm_plugin.server import create_app
+
+    reward = GRMReward(base_url=sim_judge.base_url, model="sim", k=4, cache_size=0, meta_rm=_ShortMetaRM())
+    with pytest.raises(BackendError, match="meta RM 'short' returned 1 scores for 4 judgements"):
+        reward.score([REQUEST])
+    with TestClient(create_app(reward)) as client:
+        reply = client.post("/v1/score", json=[REQUEST.model_dump(mode="json")])
+        assert reply.status_code == 503 and "returned 1 scores" in reply.json()["error"]["message"]
+        assert client.get("/health").status_code == 200
