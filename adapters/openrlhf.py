@@ -18,11 +18,10 @@ from typing import Any
 
 from grm_plugin._sync import run_sync
 from grm_plugin.grm import GRMReward
-from grm_plugin.server import ServeSettings, openrlhf_reply, response_of
+from grm_plugin.rollouts import openrlhf_reply, response_of
 
 _lock = threading.Lock()
 _reward: GRMReward | None = None
-_settings = ServeSettings()
 
 
 def get_reward() -> GRMReward:
@@ -50,7 +49,7 @@ def reward_func(queries: list[str], prompts: list[str], labels: list[Any] | None
     reward = get_reward()
     columns = {reward.reference_column: [label or None for label in labels]}
     judged = run_sync(reward.ajudge_rows(list(prompts), responses, **columns))
-    return openrlhf_reply([(judged, row) for row in range(len(queries))], _settings, reward.score_range)
+    return openrlhf_reply([(judged, row) for row in range(len(queries))], reward.score_range)
 
 
 __all__ = ["get_reward", "reward_func"]

@@ -11,7 +11,8 @@ actor awaits one ``run_single`` per sample, all at once on its own event loop.
 
 The reward manager ``grm`` (``reward.reward_manager.name=grm``; registered through the ``verl.plugins`` entry point,
 which ``import verl`` loads) gathers the concurrent single-sample calls of a worker for ``batch_window_ms`` with the
-micro-batcher of ``grm serve`` and judges the responses of one prompt together in one judge prompt (group mode).
+micro-batcher of ``grm_plugin.rollouts`` (the one behind ``grm serve``) and judges the responses of one prompt
+together in one judge prompt (group mode).
 
 Both return the same keys for every sample: ``score`` and ``EXTRA_KEYS`` (verl takes the extra-info keys from the
 first sample and fails with a KeyError when another sample lacks one). Neither raises: a judge failure, a timeout
@@ -31,7 +32,6 @@ import asyncio
 import json
 import logging
 import threading
-import weakref
 from collections.abc import Mapping
 from typing import Any, Optional
 
@@ -44,11 +44,12 @@ except ImportError as exc:  # pragma: no cover - exercised only without verl
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from grm_plugin._sync import PerLoop
 from grm_plugin.config import GRMConfig
 from grm_plugin.errors import ConfigError, format_validation_error
 from grm_plugin.grm import GRMReward
 from grm_plugin.reward import RewardFunction, RowJudgements
-from grm_plugin.server import Metrics, MicroBatcher, ServeSettings, Rollout, openrlhf_entry
+from grm_plugin.rollouts import MicroBatcher, Rollout, rollout_reward
 
 logger = logging.getLogger(__name__)
 
@@ -121,10 +122,14 @@ class VerlJudge:
     def __init__(self, reward: RewardFunction, settings: VerlSettings) -> None:
         self.reward = reward
         self.settings = settings
-        self.serve = ServeSettings(batch_window_ms=settings.batch_window_ms, max_batch=settings.max_batch,
-                                   invalid_reward=settings.invalid_reward)
-        self._batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MicroBatcher] = \
-            weakref.WeakKeyDictionary()
+        # one batcher per event loop: its queue and worker task live in the loop that runs them
+        self._batchers: PerLoop[MicroBatcher] = PerLoop(self._started_batcher)
+
+    def _started_batcher(self) -> MicroBatcher:
+        """A micro-batcher for the running event loop, gathering with the adapter's window and batch size."""
+        batcher = MicroBatcher(self.reward, self.settings.batch_window_ms / 1000, self.settings.max_batch)
+        batcher.start()
+        return batcher
 
     def failed(self, reason: str) -> dict[str, float]:
         result = failed_result(self.settings.invalid_reward, self.reward.score_range)
@@ -132,7 +137,7 @@ class VerlJudge:
         return result
 
     def _result(self, judged: RowJudgements, row: int) -> dict[str, float]:
-        score, _, logs = openrlhf_entry(judged, row, self.serve, self.reward.score_range)
+        score, _, logs = rollout_reward(judged, row, self.reward.score_range, self.settings.invalid_reward)
         return {"score": score, **logs, "grm_failed": 0.0}
 
     async def score_alone(self, prompt: Any, response: str, reference: str | None) -> dict[str, float]:
@@ -148,12 +153,8 @@ class VerlJudge:
     async def score_gathered(self, prompt: Any, response: str, reference: str | None) -> dict[str, float]:
         """Judge one response together with the others that arrive in this event loop within the batch window;
         responses of one prompt share a judge prompt."""
-        loop = asyncio.get_running_loop()
-        batcher = self._batchers.get(loop)
-        if batcher is None:  # one per event loop: its queue and worker task live in the loop that runs them
-            batcher = self._batchers[loop] = MicroBatcher(self.reward, self.serve, Metrics())
-            batcher.start()
-        rollout = Rollout(prompt, response, reference, loop.create_future())
+        batcher = self._batchers.get()
+        rollout = Rollout(prompt, response, reference, asyncio.get_running_loop().create_future())
         await batcher.submit([rollout])
         try:
             judged, row, _ = await asyncio.wait_for(rollout.future, self.settings.timeout_s)
@@ -255,9 +256,10 @@ async def compute_score(data_source: Any, solution_str: str, ground_truth: Any, 
 
 class GRMRewardManager(RewardManagerBase):
     """verl reward manager ``grm``: gathers a worker's concurrent single-sample calls and judges the responses of one
-    prompt together (the micro-batcher of ``grm serve``). The prompt is ``extra_info``'s ``question``/``prompt``/
-    ``raw_prompt``, else the sample's ``raw_prompt``, else its decoded prompt tokens. A custom reward function set
-    with it is not called. Configured like ``compute_score`` (``reward.custom_reward_function.reward_kwargs``)."""
+    prompt together (the micro-batcher of ``grm_plugin.rollouts``). The prompt is ``extra_info``'s
+    ``question``/``prompt``/``raw_prompt``, else the sample's ``raw_prompt``, else its decoded prompt tokens. A custom
+    reward function set with it is not called. Configured like ``compute_score``
+    (``reward.custom_reward_function.reward_kwargs``)."""
 
     def __init__(self, config: Any, tokenizer: Any, compute_score: Any = None, reward_router_address: str | None = None,
                  reward_model_tokenizer: Any = None, **kwargs: Any) -> None:

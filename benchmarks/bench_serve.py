@@ -15,10 +15,10 @@ import asyncio
 import gc
 import json
 import multiprocessing
+import os
 import platform
 import random
 import socket
-import os
 import statistics
 import subprocess
 import sys
@@ -40,7 +40,7 @@ def free_port() -> int:
 
 
 def run_judge(port: int, delay_s: float) -> None:
-    from grm_plugin.simulated_judge import main
+    from grm_plugin.testing.simulated_judge import main
 
     main(["--port", str(port), "--noise", "1.0", "--settings", json.dumps({"delay_s": delay_s})])
 
@@ -237,8 +237,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 result["judge_requests"] = after["requests"] - before["requests"]
                 if kind == "grm-serve":
                     text = httpx2.get(f"http://127.0.0.1:{port}/metrics").text
-                    count = sum(float(x.split()[1]) for x in text.splitlines() if x.startswith("grm_batch_rollouts_count"))
-                    total = sum(float(x.split()[1]) for x in text.splitlines() if x.startswith("grm_batch_rollouts_sum"))
+                    lines = text.splitlines()
+                    count = sum(float(x.split()[1]) for x in lines if x.startswith("grm_batch_rollouts_count"))
+                    total = sum(float(x.split()[1]) for x in lines if x.startswith("grm_batch_rollouts_sum"))
                     result["mean_batch_rollouts"] = total / count if count else 0.0
                     result["server_added_p50_ms"], result["server_added_p99_ms"] = histogram_quantiles(
                         text, "grm_added_seconds", (0.5, 0.99))

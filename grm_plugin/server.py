@@ -2,12 +2,12 @@
 
 ``POST /get_reward`` speaks OpenRLHF 0.11's protocol (``query``/``prompts``/``labels`` in; ``rewards``, ``scores``
 in 0..1 and ``extra_logs`` out). OpenRLHF sends one rollout per request, many at once, so requests are gathered for
-``batch_window_ms`` (or until ``max_batch`` rollouts) by a micro-batcher and judged together: rollouts of one prompt
-that meet in a window share a judge prompt in group mode. ``POST /v1/score`` takes ScoreRequests and returns
-ScoreResults; ``GET /health``; ``GET /metrics`` (Prometheus text); with a meta RM, ``POST /classify`` (vLLM's
-classification API) rates meta RM inputs. Every input is validated (422 naming the field,
-413 for oversize bodies or lists, 401 without the bearer token when one is set); an engine failure after retries is
-a 503 with the reason, and the server keeps serving.
+``batch_window_ms`` (or until ``max_batch`` rollouts) by the micro-batcher of ``rollouts.py`` and judged together:
+rollouts of one prompt that meet in a window share a judge prompt in group mode; this module is the HTTP face over
+it. ``POST /v1/score`` takes ScoreRequests and returns ScoreResults; ``GET /health``; ``GET /metrics`` (Prometheus
+text); with a meta RM, ``POST /classify`` (vLLM's classification API) rates meta RM inputs. Every input is validated
+(422 naming the field, 413 for oversize bodies or lists, 401 without the bearer token when one is set); an engine
+failure after retries is a 503 with the reason, and the server keeps serving.
 """
 
 from __future__ import annotations
@@ -15,14 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import inspect
+import json
 import logging
 import math
 import re
 import time
-from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 try:
     from fastapi import FastAPI, Request
@@ -34,21 +33,16 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .batching import RowSlot
-from .errors import format_validation_error
-from .errors import GRMError, InvalidRequestError
+from .errors import GRMError, InvalidRequestError, format_validation_error
 from .meta_rm import classify_reply
 from .reward import RewardFunction, RowJudgements
+from .rollouts import MicroBatcher, Rollout, openrlhf_reply, response_of
 from .types import ScoreRequest
 
 logger = logging.getLogger(__name__)
 
 # Unicode category Cc (C0 controls, DEL, C1 controls) except tab, newline and carriage return.
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-
-# End-of-turn tokens a policy's decoded query may carry after the response (OpenRLHF decodes with special tokens).
-END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<|end|>", "</s>", "<eos>", "<|end_of_text|>")
-
 
 class ServeSettings(BaseSettings):
     """Settings of `grm serve` (the judge itself is configured by GRMConfig); also read from ``GRM_SERVE_*``
@@ -93,17 +87,6 @@ class GetRewardBody(BaseModel):
         return values
 
 
-@dataclass
-class Rollout:
-    """One rollout waiting in the MicroBatcher: its prompt and response text, the label (a reference answer or None)
-    and the future its (RowJudgements, row, dispatched-at) outcome is set on."""
-
-    prompt: str
-    response: str
-    label: Optional[str]
-    future: asyncio.Future = field(repr=False)
-
-
 class Metrics:
     """The server's Prometheus metrics (one registry per app)."""
 
@@ -137,125 +120,19 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
+    def judged_batch(self, size: int, outcome: RowJudgements | BaseException) -> None:
+        """The micro-batcher's ``on_batch``: one judged batch (its size, then its samples or its engine error)."""
+        self.batch_size.observe(size)
+        if isinstance(outcome, BaseException):
+            self.engine_errors.inc()
+            return
+        for result in outcome.results:
+            if not result.cached:
+                self.samples.inc(result.samples)
+                self.valid_samples.inc(result.valid_samples)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-class MicroBatcher:
-    """Gathers single rollouts for a short window and judges them together, off the request handlers."""
-
-    def __init__(self, reward: RewardFunction, settings: ServeSettings, metrics: Metrics) -> None:
-        self.reward = reward
-        self.settings = settings
-        self.metrics = metrics
-        self.queue: asyncio.Queue[Rollout] = asyncio.Queue()
-        self.worker: asyncio.Task | None = None
-        self.running: set[asyncio.Task] = set()
-
-    def start(self) -> None:
-        self.worker = asyncio.create_task(self._run(), name="grm-micro-batcher")
-
-    async def stop(self) -> None:
-        """Judge what is queued, wait for running batches, then stop."""
-        if self.worker is not None:
-            while not self.queue.empty():
-                await asyncio.sleep(0.01)
-            self.worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.worker
-        if self.running:
-            await asyncio.gather(*self.running, return_exceptions=True)
-
-    async def submit(self, rollouts: list[Rollout]) -> None:
-        for rollout in rollouts:
-            self.queue.put_nowait(rollout)
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        window = self.settings.batch_window_ms / 1000
-        while True:
-            batch = [await self.queue.get()]
-            deadline = loop.time() + window
-            while len(batch) < self.settings.max_batch:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self.queue.get(), remaining))
-                except asyncio.TimeoutError:
-                    break
-            while len(batch) < self.settings.max_batch and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
-            task = asyncio.create_task(self._judge(batch))  # judging overlaps with gathering the next batch
-            self.running.add(task)
-            task.add_done_callback(self.running.discard)
-
-    async def _judge(self, batch: list[Rollout]) -> None:
-        batch = [r for r in batch if not r.future.done()]  # timed-out requests are not judged
-        if not batch:
-            return
-        self.metrics.batch_size.observe(len(batch))
-        dispatched = time.perf_counter()
-        reward = self.reward
-        columns = {reward.reference_column: [r.label for r in batch]}
-        try:
-            judged = await reward.ajudge_rows([r.prompt for r in batch], [r.response for r in batch], **columns)
-        except Exception as exc:  # every waiter of the batch gets the failure, exactly once
-            self.metrics.engine_errors.inc()
-            for rollout in batch:
-                if not rollout.future.done():
-                    rollout.future.set_exception(exc)
-            return
-        for result in judged.results:
-            if not result.cached:
-                self.metrics.samples.inc(result.samples)
-                self.metrics.valid_samples.inc(result.valid_samples)
-        for i, rollout in enumerate(batch):
-            if not rollout.future.done():
-                rollout.future.set_result((judged, i, dispatched))
-
-
-def response_of(query: str, prompt: str, index: int, strip: bool = True, query_name: str = "query") -> str:
-    """The response OpenRLHF means: ``query[len(prompt):]``, trailing end-of-turn tokens removed when ``strip``.
-    Raises ValueError naming the index when the prompt is not a prefix of its query."""
-    if not query.startswith(prompt):
-        raise ValueError(f"prompts[{index}] is not a prefix of {query_name}[{index}]: the response is "
-                         "query[len(prompt):]")
-    response = query[len(prompt):]
-    return strip_end_tokens(response) if strip else response
-
-
-def openrlhf_entry(judged: RowJudgements, row: int, settings: ServeSettings,
-                   score_range: tuple[int, int]) -> tuple[float, float, dict[str, float]]:
-    """One rollout's ``(reward, score in 0..1, extra_logs)`` from the judged batch."""
-    slot: RowSlot = judged.slots[row]
-    result = judged.results[slot.request]
-    low, high = score_range
-    reward = result.rewards[slot.response]
-    valid = result.valid_samples
-    means = result.mean_scores
-    mean = means[slot.response] if means is not None else None
-    if reward is None or mean is None:
-        score = 0.5
-        reward = settings.invalid_reward if settings.invalid_reward is not None else (low + high) / 2
-        if mean is not None:
-            score = (mean - low) / (high - low)
-    else:
-        score = min(1.0, max(0.0, (mean - low) / (high - low)))
-    logs = {"grm_valid_samples": float(valid), "grm_samples": float(result.samples),
-            "grm_mean_score": float(mean) if mean is not None else float("nan"),
-            "grm_group_size": float(len(result.rewards)), "grm_cached": float(result.cached)}
-    logs = {k: (v if math.isfinite(v) else -1.0) for k, v in logs.items()}  # JSON has no NaN
-    return float(reward), float(score), logs
-
-
-def openrlhf_reply(rows: Sequence[tuple[RowJudgements, int]], settings: ServeSettings,
-                   score_range: tuple[int, int]) -> dict[str, Any]:
-    """OpenRLHF's answer for judged rollouts: ``rewards``, ``scores`` and ``extra_logs`` averaged over them."""
-    entries = [openrlhf_entry(judged, row, settings, score_range) for judged, row in rows]
-    logs = [entry[2] for entry in entries]
-    return {"rewards": [entry[0] for entry in entries], "scores": [entry[1] for entry in entries],
-            "extra_logs": {key: sum(log[key] for log in logs) / len(logs) for key in logs[0]} if logs else {}}
 
 
 _ENDPOINTS = frozenset({"/get_reward", "/v1/score", "/health", "/metrics"})
@@ -343,7 +220,7 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None, me
     classification API of vLLM/SGLang at ``POST /classify`` and ``/v1/classify``, for ``HTTPMetaRM`` clients."""
     settings = settings or ServeSettings()
     metrics = Metrics()
-    batcher = MicroBatcher(reward, settings, metrics)
+    batcher = MicroBatcher(reward, settings.batch_window_ms / 1000, settings.max_batch, on_batch=metrics.judged_batch)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -427,7 +304,8 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None, me
                 if not rollout.future.done():
                     rollout.future.cancel()
             return _error(503, f"judge engine failed: {exc}", retryable=True)
-        reply = openrlhf_reply([(judged, row) for judged, row, _ in outcomes], settings, reward.score_range)
+        reply = openrlhf_reply([(judged, row) for judged, row, _ in outcomes], reward.score_range,
+                               settings.invalid_reward)
         judge_seconds = max(judged.seconds for judged, _, _ in outcomes)
         waited = max(dispatched for _, _, dispatched in outcomes) - arrived
         metrics.added.observe(max(0.0, time.perf_counter() - arrived - judge_seconds))
@@ -487,18 +365,6 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None, me
     return app
 
 
-def strip_end_tokens(text: str) -> str:
-    stripped = text.rstrip()
-    changed = True
-    while changed:
-        changed = False
-        for token in END_TOKENS:
-            if stripped.endswith(token):
-                stripped = stripped[: -len(token)].rstrip()
-                changed = True
-    return stripped
-
-
 def app_from_env() -> FastAPI:
     """The app a ``--workers`` process builds: the judge from GRM_* variables / GRM_CONFIG_FILE, the server from
     GRM_SERVE_* variables."""
@@ -521,6 +387,4 @@ def serve(reward: RewardFunction, settings: ServeSettings, meta_rm: Any = None) 
         uvicorn.run(create_app(reward, settings, meta_rm), **kwargs)
 
 
-__all__ = ["END_TOKENS", "GetRewardBody", "MicroBatcher", "Rollout", "ServeSettings", "app_from_env", "create_app",
-           "openrlhf_reply", "response_of", "openrlhf_entry", "serve",
-           "strip_end_tokens"]
+__all__ = ["GetRewardBody", "ServeSettings", "app_from_env", "create_app", "serve"]

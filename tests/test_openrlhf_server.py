@@ -15,9 +15,10 @@ pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 agent = pytest.importorskip("openrlhf.utils.agent")
 
-from grm_plugin import GRMReward  # noqa: E402
-from grm_plugin.simulated_judge import SimulatedJudge, with_quality  # noqa: E402
 from served_app import Server  # noqa: E402
+
+from grm_plugin import GRMReward  # noqa: E402
+from grm_plugin.testing.simulated_judge import SimulatedJudge, with_quality  # noqa: E402
 
 PROMPT = "<|im_start|>user\nWhat is 2 + 3?<|im_end|>\n<|im_start|>assistant\n"
 
@@ -206,7 +207,7 @@ def test_metrics_are_prometheus_text(server):
         assert name in text
 
 
-# --- the `grm serve` command: workers and graceful shutdown ------------------------------------------------------------
+# --- the `grm serve` command: workers and graceful shutdown -----------------------------------------------------------
 
 
 def _grm_serve(*args: str):

@@ -4,21 +4,23 @@
 Each install goes into a fresh virtual environment under tmp_path, with ``--no-deps --no-build-isolation`` (the
 build requirements of pyproject.toml are installed into that environment first). The checks run from a working
 directory outside the repository; grm_plugin's runtime dependencies are borrowed from the test's own environment,
-searched after the fresh site-packages and without anything of grm_plugin's or named ``adapters``.
+searched after the fresh site-packages and without anything of grm_plugin's or named ``adapters``. The verl adapter
+is also imported with the server extra's packages (fastapi, starlette, uvicorn, prometheus_client) left out of them.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
 import sysconfig
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 pytestmark = pytest.mark.slow
 
@@ -38,6 +40,21 @@ sys.path.append(sys.argv[1])  # runtime dependencies only, searched last
 import grm_plugin.adapters
 out["adapters_file"] = grm_plugin.adapters.__file__
 out["grm_plugin_file"] = sys.modules["grm_plugin"].__file__
+print(json.dumps(out))
+"""
+
+
+# The server extra (and what it brings): `import grm_plugin.adapters.verl` must work without any of it.
+SERVER_ONLY = ("fastapi", "starlette", "uvicorn", "prometheus_client")
+
+CHECK_VERL_WITHOUT_SERVER = r"""
+import importlib.util, json, sys
+hidden = sys.argv[2].split(",")
+sys.path.append(sys.argv[1])  # runtime dependencies (verl among them) without the server extra, searched last
+out = {"installed": [name for name in hidden if importlib.util.find_spec(name) is not None]}
+import grm_plugin.adapters.verl
+out["manager"] = grm_plugin.adapters.verl.MANAGER_NAME
+out["loaded"] = sorted({name.split(".")[0] for name in sys.modules} & set(hidden))
 print(json.dumps(out))
 """
 
@@ -70,12 +87,13 @@ def _build_requirements() -> list[str]:
         return list(tomllib.load(handle)["build-system"]["requires"])
 
 
-def _dependencies_dir(where: Path) -> Path:
-    """The test environment's site-packages, less grm_plugin itself and anything named adapters, as symlinks."""
+def _dependencies_dir(where: Path, hidden: tuple[str, ...] = ()) -> Path:
+    """The test environment's site-packages, less grm_plugin itself, anything named adapters and the ``hidden``
+    distributions (their packages and dist-info), as symlinks in ``where/deps``."""
     deps = where / "deps"
     deps.mkdir()
     for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
-        if entry.name.startswith(OWN_NAMES) or entry.suffix == ".pth":
+        if entry.name.startswith(OWN_NAMES + hidden) or entry.suffix == ".pth":
             continue
         (deps / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
     return deps
@@ -159,3 +177,20 @@ def test_install_provides_the_grm_console_script(installed):
     entry_points = (dist_info / "entry_points.txt").read_text(encoding="utf-8")
     assert "grm = grm_plugin.cli:app" in entry_points
     assert "[verl.plugins]\ngrm = grm_plugin.adapters.verl" in entry_points  # loaded on `import verl`
+
+
+def test_verl_adapter_imports_without_the_server_extra(installed, tmp_path):
+    if importlib.util.find_spec("verl") is None:
+        pytest.skip("verl is not installed in the test environment (pip install --no-deps verl==0.9.1)")
+    _, purelib, _, python = installed
+    deps = _dependencies_dir(tmp_path, hidden=SERVER_ONLY)
+    report = json.loads(_run([str(python), "-c", CHECK_VERL_WITHOUT_SERVER, str(deps), ",".join(SERVER_ONLY)],
+                             cwd=tmp_path, timeout=300).stdout.splitlines()[-1])
+    assert report["installed"] == []  # the check really ran without the server extra
+    assert report["manager"] == "grm"
+    assert report["loaded"] == [], f"importing the verl adapter loaded {report['loaded']}"
+    metadata = (_dist_info(purelib) / "METADATA").read_text(encoding="utf-8")
+    assert "Provides-Extra: verl" in metadata
+    verl_requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")
+                     and 'extra == "verl"' in line]
+    assert verl_requires == []  # the verl extra pulls in nothing (no server)

@@ -25,7 +25,7 @@ from verl import DataProto  # noqa: E402
 from verl.experimental.reward_loop import RewardLoopManager  # noqa: E402
 
 from grm_plugin.adapters.verl import EXTRA_KEYS, compute_score  # noqa: E402
-from grm_plugin.simulated_judge import SimulatedJudge, with_quality  # noqa: E402
+from grm_plugin.testing.simulated_judge import SimulatedJudge, with_quality  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,204 @@
+"""Single rollouts -> judged groups: hosts that send one rollout at a time (OpenRLHF, verl, async trainers) get group
+judging from a micro-batcher that holds rollouts for a short window and judges them together, so rollouts of one
+prompt that meet in a window share a judge prompt. Also the per-rollout reading of the judged batch (reward, 0..1
+score, logs) and OpenRLHF's text conventions (the response is ``query[len(prompt):]``). Framework-free: the server
+and the host adapters build on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence, Union
+
+from .reward import RewardFunction, RowJudgements
+from .voting import unit_score
+
+logger = logging.getLogger(__name__)
+
+# End-of-turn tokens a policy's decoded query may carry after the response (OpenRLHF decodes with special tokens).
+END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<|end|>", "</s>", "<eos>", "<|end_of_text|>")
+
+# Called once per judged micro-batch with its size and its RowJudgements, or the exception that failed it.
+BatchCallback = Callable[[int, Union[RowJudgements, BaseException]], None]
+
+
+@dataclass
+class Rollout:
+    """One rollout waiting in the MicroBatcher: its prompt and response text, the label (a reference answer or None)
+    and the future its (RowJudgements, row, dispatched-at) outcome is set on."""
+
+    prompt: str
+    response: str
+    label: Optional[str]
+    future: asyncio.Future = field(repr=False)
+
+
+class MicroBatcher:
+    """Gathers single rollouts for ``window_s`` seconds (or until ``max_batch`` of them) and judges them together,
+    off the callers' tasks. Every rollout gets exactly one outcome on its future: ``(judged, row, dispatched_at)``,
+    or the exception that failed its batch. ``on_batch(size, judged_or_error)`` is told about every judged batch
+    before its rollouts are answered (the server feeds its metrics from it).
+
+    Example:
+        >>> async def judged_alone(reward):  # doctest: +SKIP
+        ...     batcher = MicroBatcher(reward, window_s=0.015, max_batch=64)
+        ...     batcher.start()
+        ...     rollout = Rollout("2 + 3?", "5", None, asyncio.get_running_loop().create_future())
+        ...     await batcher.submit([rollout])
+        ...     judged, row, _ = await rollout.future
+        ...     await batcher.stop()
+        ...     return rollout_reward(judged, row, reward.score_range)
+    """
+
+    def __init__(self, reward: RewardFunction, window_s: float, max_batch: int,
+                 on_batch: BatchCallback | None = None) -> None:
+        self.reward = reward
+        self.window_s = window_s
+        self.max_batch = max_batch
+        self.on_batch = on_batch
+        self.queue: asyncio.Queue[Rollout] = asyncio.Queue()
+        self.worker: asyncio.Task | None = None
+        self.running: set[asyncio.Task] = set()
+
+    def start(self) -> None:
+        """Start gathering (in the running event loop; the queue and the worker live in it)."""
+        self.worker = asyncio.create_task(self._run(), name="grm-micro-batcher")
+
+    async def stop(self) -> None:
+        """Judge what is queued, wait for running batches, then stop."""
+        if self.worker is not None:
+            while not self.queue.empty():
+                await asyncio.sleep(0.01)
+            self.worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.worker
+        if self.running:
+            await asyncio.gather(*self.running, return_exceptions=True)
+
+    async def submit(self, rollouts: list[Rollout]) -> None:
+        """Queue rollouts for the next window; their outcomes arrive on their futures."""
+        for rollout in rollouts:
+            self.queue.put_nowait(rollout)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self.queue.get()]
+            deadline = loop.time() + self.window_s
+            while len(batch) < self.max_batch:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+                except asyncio.TimeoutError:
+                    break
+            while len(batch) < self.max_batch and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            task = asyncio.create_task(self._judge(batch))  # judging overlaps with gathering the next batch
+            self.running.add(task)
+            task.add_done_callback(self.running.discard)
+
+    async def _judge(self, batch: list[Rollout]) -> None:
+        batch = [r for r in batch if not r.future.done()]  # timed-out requests are not judged
+        if not batch:
+            return
+        dispatched = time.perf_counter()
+        reward = self.reward
+        columns = {reward.reference_column: [r.label for r in batch]}
+        try:
+            judged = await reward.ajudge_rows([r.prompt for r in batch], [r.response for r in batch], **columns)
+        except Exception as exc:  # every waiter of the batch gets the failure, exactly once
+            self._report(len(batch), exc)
+            for rollout in batch:
+                if not rollout.future.done():
+                    rollout.future.set_exception(exc)
+            return
+        self._report(len(batch), judged)
+        for i, rollout in enumerate(batch):
+            if not rollout.future.done():
+                rollout.future.set_result((judged, i, dispatched))
+
+    def _report(self, size: int, outcome: RowJudgements | BaseException) -> None:
+        """Tell ``on_batch`` about a judged batch; its failure is logged and never keeps the rollouts unanswered."""
+        if self.on_batch is None:
+            return
+        try:
+            self.on_batch(size, outcome)
+        except Exception:
+            logger.exception("the micro-batcher's on_batch callback failed")
+
+
+def strip_end_tokens(text: str) -> str:
+    """``text`` without trailing whitespace and trailing end-of-turn tokens (``END_TOKENS``, repeated ones too).
+
+    Example:
+        >>> strip_end_tokens("The answer is 5.<|im_end|>\\n</s>")
+        'The answer is 5.'
+    """
+    stripped = text.rstrip()
+    changed = True
+    while changed:
+        changed = False
+        for token in END_TOKENS:
+            if stripped.endswith(token):
+                stripped = stripped[: -len(token)].rstrip()
+                changed = True
+    return stripped
+
+
+def response_of(query: str, prompt: str, index: int, strip: bool = True, query_name: str = "query") -> str:
+    """The response OpenRLHF means: ``query[len(prompt):]``, trailing end-of-turn tokens removed when ``strip``.
+    Raises ValueError naming the index when the prompt is not a prefix of its query.
+
+    Example:
+        >>> response_of("Q: 2 + 3?\\nA: 5<|im_end|>", "Q: 2 + 3?\\nA:", 0)
+        ' 5'
+    """
+    if not query.startswith(prompt):
+        raise ValueError(f"prompts[{index}] is not a prefix of {query_name}[{index}]: the response is "
+                         "query[len(prompt):]")
+    response = query[len(prompt):]
+    return strip_end_tokens(response) if strip else response
+
+
+def rollout_reward(judged: RowJudgements, row: int, score_range: tuple[int, int],
+                   invalid_reward: float | None = None) -> tuple[float, float, dict[str, float]]:
+    """One rollout's ``(reward, score in 0..1, logs)`` from its judged batch.
+
+    Without a valid judgement the reward is ``invalid_reward`` (None: the middle of ``score_range``) and the score
+    0.5. The logs are ``grm_valid_samples``, ``grm_samples``, ``grm_mean_score`` (-1 without one), ``grm_group_size``
+    (responses judged together) and ``grm_cached``, all finite floats.
+    """
+    slot = judged.slots[row]
+    result = judged.results[slot.request]
+    reward = result.rewards[slot.response]
+    means = result.mean_scores
+    mean = means[slot.response] if means is not None else None
+    score = unit_score(mean, score_range) if mean is not None else 0.5
+    if reward is None or mean is None:
+        low, high = score_range
+        reward = invalid_reward if invalid_reward is not None else (low + high) / 2
+    logs = {"grm_valid_samples": float(result.valid_samples), "grm_samples": float(result.samples),
+            "grm_mean_score": float(mean) if mean is not None else float("nan"),
+            "grm_group_size": float(len(result.rewards)), "grm_cached": float(result.cached)}
+    logs = {k: (v if math.isfinite(v) else -1.0) for k, v in logs.items()}  # JSON has no NaN
+    return float(reward), float(score), logs
+
+
+def openrlhf_reply(rows: Sequence[tuple[RowJudgements, int]], score_range: tuple[int, int],
+                   invalid_reward: float | None = None) -> dict[str, Any]:
+    """OpenRLHF's answer for judged rollouts: ``rewards``, ``scores`` and ``extra_logs`` averaged over them."""
+    entries = [rollout_reward(judged, row, score_range, invalid_reward) for judged, row in rows]
+    logs = [entry[2] for entry in entries]
+    return {"rewards": [entry[0] for entry in entries], "scores": [entry[1] for entry in entries],
+            "extra_logs": {key: sum(log[key] for log in logs) / len(logs) for key in logs[0]} if logs else {}}
+
+
+__all__ = ["END_TOKENS", "BatchCallback", "MicroBatcher", "Rollout", "openrlhf_reply", "response_of",
+           "rollout_reward", "strip_end_tokens"]
