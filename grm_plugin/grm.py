@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from ._sync import PerLoop
-from .backends import Backend, Completion, SamplingParams, ScoresConstraint, make_backend
+from .backends import Backend, Completion, SamplingParams, ScoresConstraint
 from .cache import LRUCache
-from .config import GRMConfig
+from .config import GRMConfig, make_backend
 from .errors import ConfigError, InvalidRequestError, ParseError
 from .expected import expected_scores
 from .meta_rm import meta_guided
@@ -94,9 +94,7 @@ class GRMReward(RewardFunction):
         elif overrides:
             config = config.replace(**{k: v for k, v in overrides.items() if v is not None})
         if chat_model is not None:
-            from .backends.langchain import LangChainBackend
-
-            backend = LangChainBackend.from_config(chat_model, config)
+            backend = make_backend(config, chat_model)
         if backend is None and chat_model is None:
             config = config.with_embedded_defaults()
         self.config = config

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
-import weakref
 from typing import Any, Awaitable, Callable, Protocol, Sequence, Union, runtime_checkable
 
 from .errors import BackendError
@@ -129,45 +128,28 @@ class HTTPMetaRM:
     Args:
         url: the endpoint, e.g. ``http://host:8000/classify`` (vLLM) or ``http://host:30000/v1/classify`` (SGLang).
         model: the served model name (vLLM needs it when it serves several).
-        timeout / max_retries: as for the judge engine; 429, 5xx, timeouts and connection errors are retried.
+        timeout / max_retries: as for the judge engine; requests go through the engines' HTTP transport (a pooled
+            client per event loop; 408, 409, 425, 429, 5xx, timeouts and connection errors are retried).
     """
 
     def __init__(self, url: str, model: str | None = None, *, api_key: str | None = None, timeout: float = 120.0,
                  max_retries: int = 4, batch_size: int = 64) -> None:
+        from .backends.http import HTTPTransport, RetryPolicy
+
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"url: expected an http(s) URL of a /classify endpoint, got {url!r}")
         self.url, self.model, self.name = url, model, f"{url}#{model or ''}"
-        self._api_key, self.timeout, self.max_retries, self.batch_size = api_key, timeout, max_retries, batch_size
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_clients"}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._clients = weakref.WeakKeyDictionary()
-
-    def _client(self) -> Any:
-        from .backends.openai import OpenAIBackend
-
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:  # one pooled client per event loop, made inside it
-            client = OpenAIBackend(self.url, self.model, api_key=self._api_key, timeout=self.timeout,
-                                   max_retries=self.max_retries)
-            self._clients[loop] = client
-        return client
+        self.batch_size = batch_size
+        self.transport = HTTPTransport(api_key=api_key, timeout=timeout, retry=RetryPolicy(max_retries=max_retries))
 
     async def rate_texts(self, texts: Sequence[str]) -> list[float]:
-        from .errors import BackendError
-
         scores: list[float] = []
         for start in range(0, len(texts), self.batch_size):
             chunk = list(texts[start:start + self.batch_size])
             body: dict[str, Any] = {"input": chunk}
             if self.model:
                 body["model"] = self.model
-            reply = await self._client().request_json("POST", self.url, body)
+            reply = await self.transport.request_json("POST", self.url, body)
             data = sorted(reply.get("data") or [], key=lambda d: d.get("index", 0))
             if len(data) != len(chunk) or not all(isinstance(d.get("probs"), list) and d["probs"] for d in data):
                 raise BackendError(f"POST {self.url}: expected {len(chunk)} results with probs, got "
@@ -179,9 +161,8 @@ class HTTPMetaRM:
         return await self.rate_texts([meta_rm_prompt(request, j) for j in judgements])
 
     async def aclose(self) -> None:
-        client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose()
+        """Close this event loop's connections."""
+        await self.transport.aclose()
 
 
 def classify_reply(scores: Sequence[float], model: str) -> dict[str, Any]:

@@ -66,14 +66,16 @@ def test_greedy_for_one_sample_and_temperature_half_for_voting():
 
 def test_no_engine_configured_resolves_to_the_embedded_transformers_judge(tmp_path, monkeypatch):
     pytest.importorskip("transformers")
-    from grm_plugin.backends import make_backend
     from grm_plugin.backends.transformers import TransformersBackend
+    from grm_plugin.config import make_backend
+    from grm_plugin.embedded import EMBEDDED_LABEL
 
     monkeypatch.setenv("GRM_CACHE_DIR", str(tmp_path))  # nothing is converted or loaded until the first request
     reward = GRMReward()
     assert reward.config.resolved_engine() == "transformers" and reward.config.model is None
     backend = make_backend(reward.config)
-    assert isinstance(backend, TransformersBackend) and backend.source.embedded
+    assert isinstance(backend, TransformersBackend) and backend.name == EMBEDDED_LABEL
+    assert backend.source.prepare is not None  # converts the embedded GGUF on the first load, not before
     assert backend.source.path.startswith(str(tmp_path))
     assert GRMConfig(model="/models/judge").resolved_engine() == "transformers"
     assert GRMConfig(model="m", base_url="http://x/v1").resolved_engine() == "openai"

@@ -17,8 +17,8 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from grm_plugin import GRMConfig, GRMReward, ScoreRequest, embedded  # noqa: E402
-from grm_plugin.backends import make_backend  # noqa: E402
 from grm_plugin.backends.transformers import ModelSource, TransformersBackend, load_model  # noqa: E402
+from grm_plugin.config import make_backend  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -32,7 +32,8 @@ def embedded_cache(tmp_path_factory) -> dict:
     cache_dir = tmp_path_factory.getbasetemp() / "grm-cache"
     folder = embedded.embedded_model_dir(cache_dir)
     assert not embedded.is_converted(folder)
-    source = ModelSource(path=str(folder), embedded=True)
+    judge = embedded.embedded_judge(cache_dir)  # what make_backend gives the engine when no model is configured
+    source = ModelSource(path=judge["model"], label=judge["name"], prepare=judge["prepare"])
     times = {}
     for attempt in ("first", "second"):
         started = time.perf_counter()
@@ -49,7 +50,7 @@ def test_no_configuration_resolves_to_the_transformers_engine_with_the_embedded_
     config = GRMConfig.load()
     assert config.resolved_engine() == "transformers" and config.model is None
     backend = make_backend(config)
-    assert isinstance(backend, TransformersBackend) and backend.source.embedded
+    assert isinstance(backend, TransformersBackend) and backend.name == embedded.EMBEDDED_LABEL
     assert Path(backend.source.path) == embedded_cache["folder"]
 
 
@@ -84,7 +85,7 @@ def test_the_converted_model_is_cached_and_reused(embedded_cache):
 def test_the_smoke_test_warning_is_logged_once_per_process(tmp_path):
     code = ("import logging; logging.basicConfig(level=logging.WARNING)\n"
             "from grm_plugin import GRMConfig\n"
-            "from grm_plugin.backends import make_backend\n"
+            "from grm_plugin.config import make_backend\n"
             "for _ in range(3): make_backend(GRMConfig())\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRM_")}
     env["GRM_CACHE_DIR"] = str(tmp_path)

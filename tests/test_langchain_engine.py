@@ -40,8 +40,8 @@ from grm_plugin import GRMReward, ScoreRequest  # noqa: E402
 from grm_plugin.backends import Backend, SamplingParams, ScoresConstraint  # noqa: E402
 from grm_plugin.backends.langchain import LangChainBackend, is_retryable, to_langchain_messages  # noqa: E402
 from grm_plugin.errors import BackendError, ConfigError  # noqa: E402
-from grm_plugin.simulated_judge import with_quality  # noqa: E402
 from grm_plugin.templates import render_judgement  # noqa: E402
+from grm_plugin.testing.simulated_judge import with_quality  # noqa: E402
 
 REQUEST = ScoreRequest(prompt="What is 17 * 24?", responses=["17 * 24 = 408.", "17 * 24 = 418."])
 

@@ -122,7 +122,8 @@ def _sentencepiece_style_tokenizer():
     for _ in range(400):
         a, b = rng.randint(0, 10), rng.randint(0, 10)
         corpus += [f"Specific Criteria: accuracy\nAnalysis: response {a} is better than {b}.\n"
-                   f"Scores: \\boxed{{{a}, {b}}}", f"Final Scores: [[{a}, {b}]]", f"<scores>\\boxed{{{a}, {b}}}</scores>"]
+                   f"Scores: \\boxed{{{a}, {b}}}", f"Final Scores: [[{a}, {b}]]",
+                   f"<scores>\\boxed{{{a}, {b}}}</scores>"]
     tk = Tokenizer(models.BPE(unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Metaspace()
     tk.decoder = decoders.Metaspace()

@@ -16,8 +16,9 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from grm_plugin import GRMConfig  # noqa: E402
-from grm_plugin.backends import Completion, SamplingParams, ScoresConstraint, make_backend  # noqa: E402
+from grm_plugin.backends import Completion, SamplingParams, ScoresConstraint  # noqa: E402
 from grm_plugin.backends.transformers import TransformersBackend, clear_model_cache  # noqa: E402
+from grm_plugin.config import make_backend  # noqa: E402
 from grm_plugin.errors import BackendError, ConfigError  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]

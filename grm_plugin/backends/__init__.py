@@ -1,7 +1,12 @@
 """Engines: turn chat messages into completions. They know nothing about GRMs.
 
 A backend implements ``async generate(messages_batch, n, sampling) -> list[list[Completion]]`` (n completions per
-prompt, in order) and ``async aclose()``. ``make_backend(config)`` builds the one a GRMConfig asks for.
+prompt, in order) and ``async aclose()``. Engines take plain keyword arguments; ``grm_plugin.config.make_backend``
+builds the one a GRMConfig asks for. This module holds what every engine shares: the protocol and its records.
+
+The engines: ``openai`` (any OpenAI-compatible server, over the one HTTP transport of ``http``), ``transformers``
+(a local model: loading, generation, dynamic batching), ``langchain`` (any LangChain chat model);
+``scores_processor`` enforces a ScoresConstraint on local generation.
 """
 
 from __future__ import annotations
@@ -90,23 +95,4 @@ class Backend(Protocol):
     async def aclose(self) -> None: ...
 
 
-def make_backend(config: "GRMConfig") -> Backend:  # noqa: F821 - imported lazily to keep import light
-    """Build the engine ``config`` names (``resolved_engine()`` explains what is missing)."""
-    engine = config.resolved_engine()
-    if engine == "openai":
-        from .openai import OpenAIBackend
-
-        return OpenAIBackend.from_config(config)
-    if engine == "transformers":
-        from .transformers import TransformersBackend
-
-        return TransformersBackend.from_config(config)
-    if engine == "langchain":
-        from ..errors import ConfigError
-
-        raise ConfigError("engine 'langchain' needs a chat model object: GRMReward(chat_model=ChatOpenAI(...)) or "
-                          "GRMReward(backend=LangChainBackend(chat_model))")
-    raise ValueError(f"unknown engine {engine!r}")  # pragma: no cover - the config's Literal prevents it
-
-
-__all__ = ["Backend", "ChatMessages", "Completion", "SamplingParams", "ScoresConstraint", "TokenLogprob", "make_backend"]
+__all__ = ["Backend", "ChatMessages", "Completion", "SamplingParams", "ScoresConstraint", "TokenLogprob"]

@@ -4,9 +4,10 @@ Each judge prompt is one ``await chat_model.agenerate([messages])`` call (so the
 callbacks and LangSmith tracing apply), at most ``max_concurrency`` in flight per event loop. n samples of a prompt
 come from one call when the model has an ``n`` field (ChatOpenAI and its OpenAI-compatible relatives), else from n
 parallel calls. The GRM's temperature / top_p / max_tokens are set on a copy of the model (``model_copy``) through
-the fields the model has; a model lacking one simply keeps its own setting. Failures are retried with jittered
-exponential backoff where a retry is safe (rate limits, overload, 5xx, connection errors, timeouts); anything else
-raises ``BackendError`` at once, naming the model class and the attempt.
+the fields the model has; a model lacking one simply keeps its own setting. Failures are retried with the HTTP
+engine's ``RetryPolicy`` (``backends/http.py``: jittered exponential backoff, Retry-After honoured) where a retry is
+safe (rate limits, overload, 408/409/425/429/5xx, connection errors, timeouts); anything else raises ``BackendError``
+at once, naming the model class and the attempt.
 
 A ScoresConstraint (``structured_output``) cannot be enforced through a generic chat model: it is ignored, with a
 warning the first time.
@@ -16,9 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import warnings
-import weakref
 from typing import Any, Sequence
 
 try:
@@ -37,13 +36,11 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess witho
         f"({exc})"
     ) from exc
 
+from .._sync import PerLoop
 from ..errors import BackendError
 from . import ChatMessages, Completion, SamplingParams
-from ._retry import retry_delay
+from .http import RetryPolicy, retry_after
 
-logger = logging.getLogger("grm_plugin.backends.langchain")
-
-RETRY_STATUSES = frozenset({408, 409, 425, 429})
 # Exception class names (anywhere in the MRO) that mean "try again later", across provider SDKs: openai, anthropic,
 # httpx/httpx2, google-api-core, aiohttp, ...; matched by name so that none of them has to be installed.
 RETRYABLE_ERROR_NAMES = frozenset({
@@ -213,16 +210,7 @@ def is_retryable(exc: BaseException) -> bool:
     if {cls.__name__ for cls in type(exc).__mro__} & RETRYABLE_ERROR_NAMES:
         return True
     status = _status(exc)
-    return status is not None and (status in RETRY_STATUSES or status >= 500)
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    headers = getattr(getattr(exc, "response", None), "headers", None)
-    try:
-        value = headers.get("retry-after") if headers is not None else None
-        return float(value) if value is not None else None
-    except (TypeError, ValueError, AttributeError):
-        return None
+    return status is not None and RetryPolicy.is_retryable(status)
 
 
 class LangChainBackend:
@@ -274,9 +262,7 @@ class LangChainBackend:
             raise ValueError(f"max_retries must be at least 0, got {max_retries}")
         self.chat_model = chat_model
         self.max_concurrency = max_concurrency
-        self.max_retries = max_retries
-        self.retry_backoff = retry_backoff
-        self.retry_backoff_max = retry_backoff_max
+        self.retry = RetryPolicy(max_retries, retry_backoff, retry_backoff_max)
         self.timeout = timeout
         self.use_n = use_n
         self.apply_sampling = apply_sampling
@@ -286,16 +272,20 @@ class LangChainBackend:
         self.run_name = run_name
         self._fields = frozenset(type(chat_model).model_fields)
         self._models: dict[tuple[Any, ...], BaseChatModel] = {}
-        self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = \
-            weakref.WeakKeyDictionary()
+        self._semaphores: PerLoop[asyncio.Semaphore] = PerLoop(self._new_semaphore)
         self._warned_constraint = False
 
-    @classmethod
-    def from_config(cls, chat_model: BaseChatModel, config: Any) -> "LangChainBackend":
-        """The backend a GRMConfig describes (concurrency, timeout, retries, use_n) around ``chat_model``."""
-        return cls(chat_model, max_concurrency=config.max_concurrency, max_retries=config.max_retries,
-                   retry_backoff=config.retry_backoff, retry_backoff_max=config.retry_backoff_max,
-                   timeout=config.timeout, use_n=config.use_n)
+    @property
+    def max_retries(self) -> int:
+        return self.retry.max_retries
+
+    @property
+    def retry_backoff(self) -> float:
+        return self.retry.backoff
+
+    @property
+    def retry_backoff_max(self) -> float:
+        return self.retry.backoff_max
 
     # -- description, pickling, lifecycle -----------------------------------------------------------------------
     @property
@@ -322,12 +312,12 @@ class LangChainBackend:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_models"] = {}
-        state["_semaphores"] = None
+        del state["_semaphores"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._semaphores = weakref.WeakKeyDictionary()
+        self._semaphores = PerLoop(self._new_semaphore)
 
     async def aclose(self) -> None:
         """Nothing to close: the chat model and its clients belong to the caller."""
@@ -372,12 +362,8 @@ class LangChainBackend:
         return model
 
     # -- calls --------------------------------------------------------------------------------------------------
-    def _semaphore(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        semaphore = self._semaphores.get(loop)
-        if semaphore is None:
-            semaphore = self._semaphores[loop] = asyncio.Semaphore(self.max_concurrency)
-        return semaphore
+    def _new_semaphore(self) -> asyncio.Semaphore:
+        return asyncio.Semaphore(self.max_concurrency)
 
     async def _agenerate(self, model: BaseChatModel, messages: list[BaseMessage]) -> Any:
         call = model.agenerate([messages], callbacks=self.callbacks, tags=self.tags, metadata=self.metadata,
@@ -392,24 +378,19 @@ class LangChainBackend:
         while True:
             attempt += 1
             try:
-                async with self._semaphore():
+                async with self._semaphores.get():
                     result = await self._agenerate(model, messages)
             except Exception as exc:
-                retryable = is_retryable(exc)
                 detail = str(exc).strip()[:500] or "(no message)"
                 failure = BackendError(
                     f"langchain chat model {self.describe()} failed on attempt {attempt}: {type(exc).__name__}: "
                     f"{detail}", endpoint=f"langchain:{self.describe()}", status=_status(exc), attempts=attempt,
-                    retryable=retryable)
-                if not retryable or attempt > self.max_retries:
-                    if retryable:
-                        failure.args = (f"{failure.args[0]} (gave up after {attempt} attempts)",)
-                    raise failure from exc
-                delay = retry_delay(attempt, self.retry_backoff, self.retry_backoff_max, _retry_after(exc))
-                logger.warning("%s; retrying in %.2fs", failure, delay)
-                await asyncio.sleep(delay)
-                continue
-            return self._completions(result)
+                    retryable=is_retryable(exc))
+                failure.__cause__ = exc
+                hint = retry_after(getattr(getattr(exc, "response", None), "headers", None))
+            else:
+                return self._completions(result)
+            await self.retry.wait_or_raise(failure, hint)
 
     def _completions(self, result: Any) -> list[Completion]:
         generations = result.generations[0] if result.generations else []

@@ -1,32 +1,19 @@
-"""OpenAIBackend: chat completions from any OpenAI-compatible server (vLLM, SGLang, hosted APIs) over httpx2.
+"""OpenAIBackend: chat completions from any OpenAI-compatible server (vLLM, SGLang, hosted APIs).
 
-httpx2 is pydantic's maintained fork of httpx, the HTTP client of openai-python 3; its connection pool hands idle
-connections to waiting requests without the repeated scheduling passes that made httpx 0.28 slow at 64 connections.
-
-One pooled ``httpx2.AsyncClient`` per backend, created lazily inside the event loop that first uses it; at most
-``max_concurrency`` requests in flight; retries with jittered exponential backoff only where a retry is safe
-(429, 5xx, connection errors, timeouts); any other 4xx fails at once with the server's own message.
+Requests go through the engines' one HTTP transport (``backends/http.py``): a pooled httpx2 client per event loop, at
+most ``max_concurrency`` requests in flight, and retries with jittered exponential backoff only where a retry is safe
+(408, 409, 425, 429, 5xx, connection errors, timeouts); any other 4xx fails at once with the server's own message.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
 from typing import Any, Sequence
 
-import httpx2
-
+from .._sync import PerLoop
 from ..errors import BackendError
 from . import ChatMessages, Completion, SamplingParams, TokenLogprob
-from ._retry import retry_delay
-
-logger = logging.getLogger("grm_plugin.backends.openai")
-RETRY_STATUSES = frozenset({408, 409, 425, 429})
-
-
-def _is_retryable_status(status: int) -> bool:
-    return status in RETRY_STATUSES or status >= 500
+from .http import HTTPTransport, RetryPolicy
 
 
 def read_logprobs(choice: dict[str, Any]) -> tuple[TokenLogprob, ...] | None:
@@ -45,22 +32,6 @@ def read_logprobs(choice: dict[str, Any]) -> tuple[TokenLogprob, ...] | None:
         logprob = entry.get("logprob")
         tokens.append(TokenLogprob(entry["token"], None if logprob is None else float(logprob), top))
     return tuple(tokens)
-
-
-def _server_message(response: httpx2.Response) -> str:
-    try:
-        data = response.json()
-    except ValueError:
-        return response.text[:500].strip() or response.reason_phrase
-    if isinstance(data, dict):
-        error = data.get("error", data)
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])[:500]
-        if isinstance(data.get("detail"), str):
-            return data["detail"][:500]
-        if isinstance(error, str):
-            return error[:500]
-    return str(data)[:500]
 
 
 class OpenAIBackend:
@@ -97,115 +68,32 @@ class OpenAIBackend:
         self.base_url = base_url.rstrip("/")
         self.endpoint = f"{self.base_url}/chat/completions"
         self.model = model
-        self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
-        self.max_concurrency = max_concurrency
-        self.timeout = timeout
-        self.max_retries = max_retries
-        self.retry_backoff = retry_backoff
-        self.retry_backoff_max = retry_backoff_max
         self.use_n = use_n
         self.extra_body = dict(extra_body or {})
         self.structured_output = structured_output
-        self._client: httpx2.AsyncClient | None = None
-        self._semaphore: asyncio.Semaphore | None = None
-        self._model_lock: asyncio.Lock | None = None
+        self.transport = HTTPTransport(api_key=api_key, timeout=timeout, max_concurrency=max_concurrency,
+                                       retry=RetryPolicy(max_retries, retry_backoff, retry_backoff_max))
+        self._model_locks: PerLoop[asyncio.Lock] = PerLoop(asyncio.Lock)
 
-    @classmethod
-    def from_config(cls, config: Any) -> "OpenAIBackend":
-        if not config.base_url:
-            from ..errors import ConfigError
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_model_locks"}
 
-            raise ConfigError("the 'openai' engine needs base_url (e.g. http://localhost:8000/v1); set base_url= "
-                              "or GRM_BASE_URL")
-        return cls(
-            config.base_url,
-            config.model,
-            api_key=config.api_key.get_secret_value() if config.api_key else None,
-            max_concurrency=config.max_concurrency,
-            timeout=config.timeout,
-            max_retries=config.max_retries,
-            retry_backoff=config.retry_backoff,
-            retry_backoff_max=config.retry_backoff_max,
-            use_n=config.use_n,
-            extra_body=config.extra_body,
-            structured_output=config.structured_output,
-        )
-
-    # -- lifecycle --------------------------------------------------------------------------------------------
-    def _ensure_client(self) -> httpx2.AsyncClient:
-        if self._client is None:
-            # Idle connections are dropped after 4 s, before servers that close them at 5 s (uvicorn's default, used
-            # by vLLM and SGLang) do, so a request never races a closing socket.
-            limits = httpx2.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency,
-                                   keepalive_expiry=4.0)
-            self._client = httpx2.AsyncClient(
-                limits=limits,
-                timeout=httpx2.Timeout(self.timeout, connect=min(10.0, self.timeout)),
-                headers={"Authorization": f"Bearer {self._api_key}"},
-            )
-            self._semaphore = asyncio.Semaphore(self.max_concurrency)
-            self._model_lock = asyncio.Lock()
-        return self._client
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._model_locks = PerLoop(asyncio.Lock)
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    # -- requests ---------------------------------------------------------------------------------------------
-    async def request_json(self, method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        """One call with the retry policy; returns the JSON body or raises BackendError."""
-        client = self._ensure_client()
-        assert self._semaphore is not None
-        attempt = 0
-        while True:
-            attempt += 1
-            delay_hint: float | None = None
-            try:
-                async with self._semaphore:
-                    response = await client.request(method, url, json=body)
-            except (httpx2.TimeoutException, httpx2.TransportError) as exc:
-                kind = "timed out" if isinstance(exc, httpx2.TimeoutException) else "connection failed"
-                failure = BackendError(f"{method} {url} {kind} on attempt {attempt}: {exc!r}", endpoint=url,
-                                       attempts=attempt, retryable=True)
-            else:
-                if response.status_code < 400:
-                    try:
-                        data = response.json()
-                    except ValueError:
-                        raise BackendError(f"{method} {url} returned status {response.status_code} with a body that "
-                                           f"is not JSON: {response.text[:200]!r}", endpoint=url,
-                                           status=response.status_code, attempts=attempt) from None
-                    return data
-                message = _server_message(response)
-                retryable = _is_retryable_status(response.status_code)
-                failure = BackendError(f"{method} {url} failed with status {response.status_code} on attempt "
-                                       f"{attempt}: {message}", endpoint=url, status=response.status_code,
-                                       attempts=attempt, retryable=retryable)
-                retry_after = response.headers.get("retry-after")
-                if retry_after:
-                    try:
-                        delay_hint = float(retry_after)
-                    except ValueError:
-                        delay_hint = None
-            if not failure.retryable or attempt > self.max_retries:
-                if failure.retryable:
-                    failure.args = (f"{failure.args[0]} (gave up after {attempt} attempts)",)
-                raise failure
-            delay = retry_delay(attempt, self.retry_backoff, self.retry_backoff_max, delay_hint)
-            logger.warning("%s; retrying in %.2fs", failure, delay)
-            await asyncio.sleep(delay)
+        """Close this event loop's connections."""
+        await self.transport.aclose()
 
     async def resolve_model(self) -> str:
         """The model name to send: the configured one, else the only model the server lists."""
         if self.model:
             return self.model
-        self._ensure_client()
-        assert self._model_lock is not None
-        async with self._model_lock:
+        async with self._model_locks.get():
             if self.model:
                 return self.model
-            data = await self.request_json("GET", f"{self.base_url}/models")
+            data = await self.transport.request_json("GET", f"{self.base_url}/models")
             ids = [m.get("id") for m in data.get("data", []) if isinstance(m, dict) and m.get("id")]
             if len(ids) != 1:
                 raise BackendError(f"no model configured and {self.base_url}/models lists {len(ids)} models "
@@ -238,7 +126,7 @@ class OpenAIBackend:
         body.update(sampling.extra_body)
         if sampling.constraint is not None:
             body.update(self._constraint_body(sampling.constraint.regex()))
-        data = await self.request_json("POST", self.endpoint, body)
+        data = await self.transport.request_json("POST", self.endpoint, body)
         choices = data.get("choices")
         if not isinstance(choices, list) or not choices:
             raise BackendError(f"POST {self.endpoint} returned no choices: {str(data)[:200]}", endpoint=self.endpoint)
