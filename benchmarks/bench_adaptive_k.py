@@ -23,7 +23,7 @@ from pathlib import Path
 from _report import print_table, write_report
 
 from grm_plugin import GRMReward, ScoreRequest
-from grm_plugin.simulated_judge import SimulatedJudge, with_quality
+from grm_plugin.testing.simulated_judge import SimulatedJudge, with_quality
 
 VARIANTS = [  # (label, settings on top of k_max=16 and balanced orderings)
     ("exact, rounds of 2", {"k": 2, "round_size": 2, "stopping": "exact"}),

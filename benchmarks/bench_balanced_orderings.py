@@ -19,7 +19,7 @@ from pathlib import Path
 from _report import print_table, write_report
 
 from grm_plugin import GRMReward
-from grm_plugin.simulated_judge import SimulatedJudge, quality_pairs
+from grm_plugin.testing.simulated_judge import SimulatedJudge, quality_pairs
 
 
 def main() -> None:

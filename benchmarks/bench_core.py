@@ -2,7 +2,7 @@
 
 Two measurements:
 
-1. **Network path.** The simulated judge (``grm_plugin.simulated_judge``) runs as a *separate process*, so it does
+1. **Network path.** The simulated judge (``grm_plugin.testing.simulated_judge``) runs as a *separate process*, so it does
    not share the client's interpreter (see ``start_judge`` for why it is started with a long keep-alive). N ScoreRequests (a short prompt, 2 responses with hidden quality) are scored
    with ``GRMReward(k=8, max_concurrency=64, cache_size=0).ascore(requests)``. The *same HTTP requests* are then
    sent by a bare ``openai.AsyncOpenAI`` loop at the same concurrency (``asyncio.Semaphore``): for every
@@ -56,14 +56,14 @@ from typing import Any, Awaitable, Callable, Sequence
 import httpx2
 import openai
 
-from grm_plugin import simulated_judge
 from grm_plugin.backends import Completion, SamplingParams
 from grm_plugin.grm import GRMReward
-from grm_plugin.parsing import parse_judgement
-from grm_plugin.simulated_judge import SimulatedJudge, with_quality
-from grm_plugin.templates import build_judge_messages, render_judgement
-from grm_plugin.types import ScoreRequest
 from grm_plugin.orders import unshuffle
+from grm_plugin.parsing import parse_judgement
+from grm_plugin.templates import build_judge_messages, render_judgement
+from grm_plugin.testing import simulated_judge
+from grm_plugin.testing.simulated_judge import SimulatedJudge, with_quality
+from grm_plugin.types import ScoreRequest
 from grm_plugin.voting import pick_best, scale_rewards, vote_sum
 
 MODEL = "simulated-judge"

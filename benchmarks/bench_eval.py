@@ -21,7 +21,7 @@ from _report import print_table, write_report
 from grm_plugin import GRMReward
 from grm_plugin.evaluation import run_eval
 from grm_plugin.preferences import load_preferences
-from grm_plugin.simulated_judge import SimulatedJudge, quality_pairs
+from grm_plugin.testing.simulated_judge import SimulatedJudge, quality_pairs
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

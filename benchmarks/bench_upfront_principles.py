@@ -19,7 +19,7 @@ from pathlib import Path
 from _report import print_table, write_report
 
 from grm_plugin import GRMReward, ScoreRequest
-from grm_plugin.simulated_judge import SimulatedJudge, with_quality
+from grm_plugin.testing.simulated_judge import SimulatedJudge, with_quality
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from grm_plugin import GRMReward
-from grm_plugin.simulated_judge import SimulatedJudge, quality_pairs
+from grm_plugin.testing.simulated_judge import SimulatedJudge, quality_pairs
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from langchain_openai import ChatOpenAI
 
 from grm_plugin import GRMReward, ScoreRequest
-from grm_plugin.simulated_judge import SimulatedJudge, with_quality
+from grm_plugin.testing.simulated_judge import SimulatedJudge, with_quality
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """grm-plugin: a generative reward model (principles, critiques, 1-10 scores, inference-time voting) for the RL
 frameworks you already use. See README.md for the quickstart."""
 
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
 from .config import GRMConfig
 from .errors import BackendError, ConfigError, GRMError, InvalidRequestError, NoValidJudgementError, ParseError

@@ -12,8 +12,7 @@ from typing import Any, Literal, Sequence
 
 from pydantic import ValidationError
 
-from .errors import format_validation_error
-from .errors import InvalidRequestError
+from .errors import InvalidRequestError, format_validation_error
 from .types import ScoreRequest
 
 

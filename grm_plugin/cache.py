@@ -1,11 +1,12 @@
 """Caches: a small thread-safe LRU cache in memory (judged requests, so identical requests cost no engine calls), and
-a folder of JSON files on disk (for what should outlive the process, such as upfront principles)."""
+a folder of JSON files on disk (for what should outlive the process, such as upfront principles), written with
+``write_atomically`` (also what ``grm score --output`` writes with)."""
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -61,12 +62,31 @@ class JSONFolder:
         return data if isinstance(data, dict) else None
 
     def put(self, key: str, value: dict[str, Any]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as file:
-                json.dump(value, file, ensure_ascii=False)
-            os.replace(temporary, self.folder / f"{key}.json")
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_atomically(self.folder / f"{key}.json", json.dumps(value, ensure_ascii=False))
+
+
+def write_atomically(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` so that a reader sees the old file or the new one, never a part: a temporary
+    file in the same folder (created if missing), renamed over ``path``, and removed again if anything fails. The file
+    keeps the permissions of the one it replaces, else gets what the umask allows (as ``open`` would give it).
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> write_atomically(folder / "out" / "scores.jsonl", "{}\\n")
+        >>> sorted(p.name for p in (folder / "out").iterdir())
+        ['scores.jsonl']
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for open()
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        if path.exists():
+            os.chmod(temporary, path.stat().st_mode & 0o777)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

@@ -37,8 +37,8 @@ class ParsedJudgement(NamedTuple):
 
 def _last_match(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
     last = None
-    for last in pattern.finditer(text):
-        pass
+    for match in pattern.finditer(text):
+        last = match
     return last
 
 

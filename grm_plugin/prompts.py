@@ -7,6 +7,14 @@ answer and given principles, empty when neither is given), ``$score_example`` (a
 The wording is ours; the structure follows the paper's appendix G.
 """
 
+# Markers the prompts below are built from. templates.py writes them and the simulated judge (grm_plugin.testing)
+# reads prompts through them, so changing one here changes both. ``$slot``: a response's position, from 1.
+RESPONSE_BEGIN = "[The Begin of Response $slot]"
+RESPONSE_END = "[The End of Response $slot]"
+SCORE_RANGE = "an integer from $score_min (worst) to $score_max (best)"
+PRINCIPLES_FORMAT_LINE = "Specific Criteria: <the query-specific criteria with their weights>"
+FIXED_PRINCIPLES_HEADER = "#### Specific Criteria ####"
+
 GENERAL_CRITERIA = """\
 General criteria (apply all of them; the bands guide the score each criterion deserves):
 1. Instruction Adherence: does the response do what the user asked, within every stated constraint?
@@ -49,8 +57,7 @@ $responses
 """
 _JOINT_FORMAT = """\
 Answer in exactly three parts, in this order:
-Specific Criteria: <the query-specific criteria with their weights>
-"""
+""" + PRINCIPLES_FORMAT_LINE + "\n"
 _CRITIQUE_FORMAT = """\
 Answer in exactly two parts, in this order:
 """
@@ -59,8 +66,7 @@ Analysis: <your step-by-step analysis of each response>
 Scores: $score_example
 The last line holds exactly $n_responses integer(s) between $score_min and $score_max, one per response, in the order \
 the responses were shown."""
-_GRM_HEAD = _MANY + """ on its own merits with an integer \
-from $score_min (worst) to $score_max (best).
+_GRM_HEAD = _MANY + " on its own merits with " + SCORE_RANGE + """.
 
 #### Evaluation Criteria ####
 $general_criteria
@@ -71,8 +77,7 @@ DEEPSEEK_GRM_CRITIQUE = _GRM_HEAD + _CRITIQUE_STEPS + _STRICT + _BODY + _CRITIQU
 
 _SINGLE_HEAD = """\
 You are a skilled, impartial expert at judging the quality of an AI assistant's response. Below is a conversation \
-and one response to its final user query. Score the response with an integer from $score_min (worst) to $score_max \
-(best).
+and one response to its final user query. Score the response with """ + SCORE_RANGE + """.
 
 #### Evaluation Criteria ####
 1. Instruction Adherence: does the response do exactly what the user asked, within every stated constraint?
@@ -100,8 +105,7 @@ DEEPSEEK_GRM_SINGLE_CRITIQUE = (_SINGLE_HEAD + "The specific criteria for this q
                                 "weights. Analyse the response step by step against them." + _SINGLE_STRICT
                                 + _CRITIQUE_FORMAT + _SINGLE_TAIL)
 
-_TAGGED_HEAD = _MANY + """ with an integer from $score_min \
-(worst) to $score_max (best).
+_TAGGED_HEAD = _MANY + " with " + SCORE_RANGE + """.
 
 #### Evaluation Criteria ####
 $general_criteria
@@ -132,7 +136,7 @@ complete and useful answer must do; do not answer the query yourself.
 $context
 
 #### Output Format ####
-Specific Criteria: <the query-specific criteria with their weights>"""
+""" + PRINCIPLES_FORMAT_LINE
 
 REFERENCE_SECTION = """
 #### Reference Answer ####
@@ -146,7 +150,4 @@ Use these principles as your specific criteria (you may refine their weights, no
 $principles
 """
 
-FIXED_PRINCIPLES_SECTION = """
-#### Specific Criteria ####
-$principles
-"""
+FIXED_PRINCIPLES_SECTION = "\n" + FIXED_PRINCIPLES_HEADER + "\n$principles\n"

@@ -173,10 +173,12 @@ def render_response(response: Response) -> str:
 
 
 def render_responses(responses: Sequence[Response], order: Sequence[int]) -> str:
+    """The responses in ``order``, each between its slot's markers (``prompts.RESPONSE_BEGIN``, ``RESPONSE_END``)."""
     blocks = []
     for slot, index in enumerate(order, start=1):
-        blocks.append(f"[The Begin of Response {slot}]\n{render_response(responses[index])}\n"
-                      f"[The End of Response {slot}]")
+        begin, end = (string.Template(marker).substitute(slot=slot)
+                      for marker in (prompts.RESPONSE_BEGIN, prompts.RESPONSE_END))
+        blocks.append(f"{begin}\n{render_response(responses[index])}\n{end}")
     return "\n\n".join(blocks)
 
 

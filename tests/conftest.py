@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from grm_plugin.simulated_judge import SimulatedJudge
+from grm_plugin.testing.simulated_judge import SimulatedJudge
 
 
 @pytest.fixture

@@ -1,9 +1,9 @@
 """The ``grm`` command line, run as a real subprocess against the simulated judge.
 
-The simulated judge (``grm_plugin.simulated_judge.SimulatedJudge``) is an OpenAI-compatible HTTP server that stands
-in for a language model: it is not a model. Each response carries a hidden quality (``with_quality``) and, at noise 0
-with greedy sampling, the judge scores it ``round(quality)``; its ``stats()`` and recorded request bodies show what the
-CLI asked for.
+The simulated judge (``grm_plugin.testing.simulated_judge.SimulatedJudge``) is an OpenAI-compatible HTTP server that
+stands in for a language model: it is not a model. Each response carries a hidden quality (``with_quality``) and, at
+noise 0 with greedy sampling, the judge scores it ``round(quality)``; its ``stats()`` and recorded request bodies show
+what the CLI asked for.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 import grm_plugin
-from grm_plugin.simulated_judge import SimulatedJudge, with_quality
+from grm_plugin.testing.simulated_judge import SimulatedJudge, with_quality
 
 GRM_SCRIPT = Path(sys.executable).with_name("grm")
 
@@ -303,6 +303,17 @@ def test_output_file_matches_what_stdout_would_print_against_simulated_judge(sim
                       cwd=tmp_path)
     assert to_stdout.returncode == to_file.returncode == 0, (to_stdout.stderr, to_file.stderr)
     assert (tmp_path / "out.jsonl").read_text(encoding="utf-8") == to_stdout.stdout
+
+
+def test_a_failed_output_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path):
+    from grm_plugin.cache import write_atomically
+
+    target = tmp_path / "scores.jsonl"
+    target.write_text("results of an earlier run\n", encoding="utf-8")
+    with pytest.raises(UnicodeEncodeError):
+        write_atomically(target, "a lone surrogate \ud800 cannot be written as UTF-8")
+    assert target.read_text(encoding="utf-8") == "results of an earlier run\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["scores.jsonl"]
 
 
 # --- --table ------------------------------------------------------------------------------------------------------

@@ -25,9 +25,8 @@ from grm_plugin.evaluation import (
     subsets,
 )
 from grm_plugin.preferences import PreferenceItem, load_preferences
-from grm_plugin.simulated_judge import SimulatedJudge, quality_pairs
+from grm_plugin.testing.simulated_judge import SimulatedJudge, quality_pairs
 from grm_plugin.voting import vote_sum
-
 
 SMOKE = Path(__file__).resolve().parent.parent / "examples" / "eval" / "smoke.jsonl"
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import re
+
 import pytest
 
 from grm_plugin import BackendError, GRMReward, InvalidRequestError, NoValidJudgementError, ScoreRequest
-from grm_plugin.simulated_judge import SimulatedJudge, quality_pairs, with_quality
+from grm_plugin.testing.simulated_judge import SimulatedJudge, quality_pairs, with_quality
 
 
 def pair(prompt="Which is better?", good=8, bad=3):

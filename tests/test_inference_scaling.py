@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from grm_plugin import GRMReward, InvalidRequestError, ScoreRequest
 from grm_plugin.backends import TokenLogprob
 from grm_plugin.expected import expected_scores, score_distribution
-from grm_plugin.simulated_judge import SimulatedJudge, _score_probabilities, with_quality
 from grm_plugin.orders import draw_orders, slot_imbalance
 from grm_plugin.stopping import exact_stop, lead_flip_probability, lead_stop, statistical_stop, t_cdf, t_quantile
+from grm_plugin.testing.simulated_judge import SimulatedJudge, _score_probabilities, with_quality
 from grm_plugin.voting import pick_best, vote_sum
 
 L = math.log

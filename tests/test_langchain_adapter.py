@@ -30,8 +30,8 @@ from grm_plugin.adapters.langchain import (  # noqa: E402
     create_grm_evaluator,
     create_pairwise_grm_evaluator,
 )
-from grm_plugin.simulated_judge import SimulatedJudge, with_quality  # noqa: E402
 from grm_plugin.templates import render_judgement  # noqa: E402
+from grm_plugin.testing.simulated_judge import SimulatedJudge, with_quality  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

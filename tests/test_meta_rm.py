@@ -12,7 +12,7 @@ import pytest
 from grm_plugin import GRMReward, ScoreRequest
 from grm_plugin.errors import BackendError, ConfigError
 from grm_plugin.meta_rm import FunctionMetaRM, keep_top, meta_rm_prompt
-from grm_plugin.simulated_judge import with_quality
+from grm_plugin.testing.simulated_judge import with_quality
 from grm_plugin.types import Judgement
 
 REQUEST = ScoreRequest(prompt="What is 2 + 3?", responses=[with_quality("5", 7), with_quality("6", 4)])
@@ -119,7 +119,7 @@ def test_grm_eval_reports_meta_guided_curves_from_the_same_samples(sim_judge, tm
 
     from grm_plugin.evaluation import run_eval, subsets
     from grm_plugin.preferences import PreferenceItem
-    from grm_plugin.simulated_judge import quality_pairs
+    from grm_plugin.testing.simulated_judge import quality_pairs
 
     def oracle(request, judgement) -> float:
         qualities = [float(re.search(r"quality=([0-9.]+)", r).group(1)) for r in request.responses]

@@ -17,10 +17,17 @@ from grm_plugin import GRMReward, ScoreRequest
 from grm_plugin.errors import InvalidRequestError
 from grm_plugin.parsing import parse_judgement
 from grm_plugin.preferences import PreferenceItem, load_preferences, synthetic_preferences, write_preferences
-from grm_plugin.simulated_judge import SimulatedJudge, with_quality
-from grm_plugin.spct import (HINT, SPCTRuleReward, build_meta_dataset, build_rft_dataset, build_rl_dataset,
-                             judgement_correct, rule_reward)
+from grm_plugin.spct import (
+    HINT,
+    SPCTRuleReward,
+    build_meta_dataset,
+    build_rft_dataset,
+    build_rl_dataset,
+    judgement_correct,
+    rule_reward,
+)
 from grm_plugin.templates import render_judgement
+from grm_plugin.testing.simulated_judge import SimulatedJudge, with_quality
 
 # --- Eq. 10 and Eq. 11 ----------------------------------------------------------------------------------------------
 

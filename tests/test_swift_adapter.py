@@ -23,7 +23,7 @@ from typer.testing import CliRunner  # noqa: E402
 
 from grm_plugin.adapters.swift import GRMORM, split_messages  # noqa: E402
 from grm_plugin.cli import app  # noqa: E402
-from grm_plugin.simulated_judge import with_quality  # noqa: E402
+from grm_plugin.testing.simulated_judge import with_quality  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

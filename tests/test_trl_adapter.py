@@ -19,7 +19,7 @@ datasets = pytest.importorskip("datasets")
 from grm_plugin import GRMReward  # noqa: E402
 from grm_plugin.adapters.trl import AsyncTRLReward, TRLReward, trl_reward  # noqa: E402
 from grm_plugin.errors import BackendError  # noqa: E402
-from grm_plugin.simulated_judge import SimulatedJudge  # noqa: E402
+from grm_plugin.testing.simulated_judge import SimulatedJudge  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -141,8 +141,7 @@ def _score_in_spawned_child(blob: bytes, queue) -> None:
         import types
 
         from accelerate import PartialState
-        from trl.experimental.async_grpo.async_rollout_worker import (RolloutGroup, TrainingSequence,
-                                                                      _AsyncRolloutLoop)
+        from trl.experimental.async_grpo.async_rollout_worker import RolloutGroup, TrainingSequence, _AsyncRolloutLoop
         from trl.trainer.utils import get_callable_name
 
         PartialState(cpu=True)  # the rollout worker's logger needs accelerate's state, as in TRL's own child

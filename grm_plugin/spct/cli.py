@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 import typer
 
+from ..cli_options import CONFIG, JUDGE_MODEL, JUDGE_URL, LIMIT, QUIET
 from ..errors import GRMError
 
 app = typer.Typer(help="SPCT training recipes: synth -> rft -> rl -> meta (paper: Self-Principled Critique Tuning).",
@@ -43,11 +44,13 @@ def _items(data: str, limit: Optional[int]) -> list[Any]:
     return items
 
 
-def _judge(model: Optional[str], base_url: Optional[str], config: Optional[Path], **settings: Any) -> Any:
+def _judge(model: Optional[str], base_url: Optional[str], config_file: Optional[Path], **settings: Any) -> Any:
+    from ..config import GRMConfig
     from ..grm import GRMReward
 
     try:
-        return GRMReward(config_file=str(config) if config else None, model=model, base_url=base_url, **settings)
+        config = GRMConfig.load(str(config_file) if config_file else None, model=model, base_url=base_url, **settings)
+        return GRMReward(config)
     except (GRMError, ImportError) as exc:
         raise _fail(str(exc)) from None
 
@@ -61,15 +64,9 @@ def _policy(policy: Optional[str], judge: Any) -> str:
     raise _fail("--policy: the judge is served over HTTP; name the local model folder to train with --policy")
 
 
-JUDGE_MODEL = typer.Option(None, "--model", help="Judge model: a local folder / .gguf, or the served name with "
-                           "--base-url (default: the embedded SmolLM2 judge).")
-JUDGE_URL = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint serving the judge (vLLM, SGLang).")
-CONFIG = typer.Option(None, "--config", "-c", help="YAML/JSON config file (GRMConfig fields) for the judge.")
-QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 MAX_STEPS = typer.Option(-1, help="Training steps (-1: whole epochs).")
 EPOCHS = typer.Option(1.0, help="Training epochs.")
 BATCH_SIZE = typer.Option(8, help="Per-device batch size.")
-LIMIT = typer.Option(None, help="Only the first N items.")
 
 
 def _sampled(build: Any, items: list[Any], desc: str, quiet: bool) -> Any:
@@ -157,7 +154,7 @@ def rl(
     lr: float = typer.Option(1e-6, "--lr", help="Learning rate."),
     batch_size: int = typer.Option(8, help="Per-device batch size (a multiple of num_generations)."),
     max_completion_length: int = typer.Option(512, help="Token budget of one generated judgement."),
-    limit: Optional[int] = typer.Option(None, help="Only the first N items."),
+    limit: Optional[int] = LIMIT,
     template: str = typer.Option("deepseek-grm", help="Judge prompt template."),
     quiet: bool = QUIET,
 ) -> None:

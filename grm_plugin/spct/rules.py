@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 from ..errors import InvalidRequestError, ParseError
+from ..orders import unshuffle
 from ..parsing import parse_judgement
 from ..reward import RewardFunction
 from ..types import Judgement, Message, ScoreRequest, ScoreResult
-from ..orders import unshuffle
 
 
 def judgement_correct(scores: Optional[Sequence[int]], best: Optional[int] = None,

@@ -1,20 +1,23 @@
 """A simulated judge: a small OpenAI-compatible HTTP server that stands in for a language model in tests and
 benchmarks. It is not a model and judges nothing.
 
-It reads the responses out of the judge prompt (``[The Begin of Response i]`` ... ``[The End of Response i]``),
-finds each one's hidden quality (a ``{{quality=7.5}}`` marker the test data puts in the response, see
-``with_quality``), and answers in the paper's output format with ``score = round(quality + noise)`` clipped to the
-score range. Noise, a first-slot position bias, unparseable answers, latency and failures (429/500/... on demand)
-are configurable. Answers are deterministic given the seed and the set of requests (not their arrival order);
-greedy requests (temperature 0) always get the same answer for the same prompt, like a real model.
+It reads the judge prompt through the markers the prompts are built from (``grm_plugin.prompts``: the responses
+between ``RESPONSE_BEGIN`` and ``RESPONSE_END``, the ``SCORE_RANGE``; the scores line of ``templates.SCORE_LINES``),
+never through their wording. It finds each response's hidden quality (a ``{{quality=7.5}}`` marker the test data
+puts in the response, see ``with_quality``) and answers in the paper's output format with
+``score = round(quality + noise)`` clipped to the score range. Noise, a first-slot position bias, unparseable
+answers, latency and failures (429/500/... on demand) are configurable. Answers are deterministic given the seed and
+the set of requests (not their arrival order); greedy requests (temperature 0) always get the same answer for the same
+prompt, like a real model.
 
-It also answers the other requests a GRM makes: a principles-only prompt gets ``Specific Criteria: ...``, and a
-critique-form prompt (fixed principles shown) gets only the analysis and scores. With ``logprobs`` in the request it
-returns OpenAI-style token log-probabilities: at each score, a distribution over the score values consistent with the
-sampled score (``token_noise_share`` of the noise is token-level sampling, the rest varies per sample).
+It also answers the other requests a GRM makes: a principles-only prompt (``PRINCIPLES_FORMAT_LINE``, no responses)
+gets ``Specific Criteria: ...``, and a critique-form prompt (fixed principles under ``FIXED_PRINCIPLES_HEADER``) gets
+only the analysis and scores. With ``logprobs`` in the request it returns OpenAI-style token log-probabilities: at
+each score, a distribution over the score values consistent with the sampled score (``token_noise_share`` of the
+noise is token-level sampling, the rest varies per sample).
 
 Run it in a thread (``with SimulatedJudge(noise=1.0) as judge: judge.base_url``) or as a process:
-``python -m grm_plugin.simulated_judge --port 8123 --noise 1.0``.
+``python -m grm_plugin.testing.simulated_judge --port 8123 --noise 1.0`` (or ``grm simulate-judge``).
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .parsing import parse_with_spans
-from .templates import render_judgement
+from .. import prompts
+from ..parsing import parse_with_spans
+from ..templates import SCORE_LINES, ScoreFormat, render_judgement
 
 try:
     import uvicorn
@@ -46,9 +50,23 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("the simulated judge needs the 'server' extra: pip install 'grm-plugin[server]'") from exc
 
-_RESPONSE = re.compile(r"\[The Begin of Response (\d+)\]\n(.*?)\n\[The End of Response \1\]", re.DOTALL)
+
+def _pattern(marker: str, **groups: str) -> str:
+    """A regular expression matching ``marker`` (a ``prompts`` constant) with each ``$name`` in it matching
+    ``groups[name]``.
+
+    Example:
+        >>> re.fullmatch(_pattern("[Response $slot]", slot=r"(\\d+)"), "[Response 12]").group(1)
+        '12'
+    """
+    pieces = re.split(r"\$(\w+)", marker)  # literal text, placeholder name, literal text, ...
+    return "".join(groups[piece] if i % 2 else re.escape(piece) for i, piece in enumerate(pieces))
+
+
+_RESPONSE = re.compile(_pattern(prompts.RESPONSE_BEGIN, slot=r"(\d+)") + r"\n(.*?)\n"
+                       + _pattern(prompts.RESPONSE_END, slot=r"\1"), re.DOTALL)
+_RANGE = re.compile(_pattern(prompts.SCORE_RANGE, score_min=r"(-?\d+)", score_max=r"(-?\d+)"))
 _QUALITY = re.compile(r"\{\{quality=([-+]?[0-9]*\.?[0-9]+)\}\}")
-_RANGE = re.compile(r"integer from (-?\d+) \(worst\) to (-?\d+) \(best\)")
 _TOKEN = re.compile(r"[0-9]|[A-Za-z]+|\s+|[^\sA-Za-z0-9]")  # digits one by one, as Qwen and DeepSeek tokenize them
 _FILLER = ("the answer must be correct, complete and address exactly what the query asks for, "
            "with each step checked and nothing irrelevant added; ")
@@ -62,7 +80,7 @@ def with_quality(text: str, quality: float) -> str:
 def quality_pairs(n_pairs: int, seed: int = 0, gap: float = 1.0) -> tuple[list[Any], list[int]]:
     """Pairwise items for the simulated judge: two responses whose hidden qualities differ by ``gap`` (base quality
     uniform in 3..7, the better one first or second at random). Returns the ScoreRequests and the better index."""
-    from .types import ScoreRequest
+    from ..types import ScoreRequest
 
     rng = random.Random(seed)
     requests, better = [], []
@@ -133,16 +151,24 @@ def _score_probabilities(center: float, spread: float, lo: int, hi: int) -> dict
     return {v: edges[i + 1] - edges[i] for i, v in enumerate(range(lo, hi + 1))}
 
 
+def _score_range(prompt: str) -> tuple[int, int]:
+    """The score range the prompt asks for (``prompts.SCORE_RANGE``), 1..10 when it names none."""
+    bounds = _RANGE.search(prompt)
+    return (int(bounds.group(1)), int(bounds.group(2))) if bounds else (1, 10)
+
+
+def _score_format(prompt: str) -> ScoreFormat:
+    """The format whose scores line the prompt shows (``templates.SCORE_LINES``), boxed when none is recognised."""
+    return next((name for name in ("tagged", "brackets") if SCORE_LINES[name][0] in prompt), "boxed")
+
+
 def _judge_text(prompt: str, rng: random.Random, s: JudgeSettings,
                 lp_rng: random.Random | None = None) -> tuple[str, list[dict[int, float]] | None]:
     """One sampled answer, and (with ``lp_rng``) the judge's distribution over the values of each score."""
     found = _RESPONSE.findall(prompt)
-    lo, hi = (1, 10)
-    bounds = _RANGE.search(prompt)
-    if bounds:
-        lo, hi = int(bounds.group(1)), int(bounds.group(2))
+    lo, hi = _score_range(prompt)
     principles = _padded("Correctness (60%); Helpfulness (40%)", s.principles_tokens)
-    if not found and "Specific Criteria: <" in prompt:  # a principles-only request
+    if not found and prompts.PRINCIPLES_FORMAT_LINE in prompt:  # a principles-only request
         return f"Specific Criteria: {principles}", None
     if not found or rng.random() < s.invalid_rate:
         return "I am not sure how to score these responses.", None
@@ -159,9 +185,8 @@ def _judge_text(prompt: str, rng: random.Random, s: JudgeSettings,
             share = min(1.0, max(0.0, s.token_noise_share))
             center = mean + (1 - share) * (value - mean) + math.sqrt(share * (1 - share)) * s.noise * lp_rng.gauss(0, 1)
             dists.append(_score_probabilities(center, math.sqrt(share) * s.noise, lo, hi))
-    score_format = "tagged" if "<scores>" in prompt else "brackets" if "Final Scores: [[" in prompt else "boxed"
-    fixed = "#### Specific Criteria ####" in prompt  # the critique form: the principles are given
-    text = render_judgement(None if fixed else principles, " ".join(notes), scores, score_format)
+    fixed = prompts.FIXED_PRINCIPLES_HEADER in prompt  # the critique form: the principles are given
+    text = render_judgement(None if fixed else principles, " ".join(notes), scores, _score_format(prompt))
     return text, (dists if lp_rng is not None else None)
 
 
@@ -255,10 +280,8 @@ def build_app(settings: JudgeSettings | None = None) -> Starlette:
             choices = [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
                        for i, t in enumerate(texts)]
             if top is not None:
-                bounds = _RANGE.search(prompt)
-                score_range = (int(bounds.group(1)), int(bounds.group(2))) if bounds else (1, 10)
                 for choice, (text, dists) in zip(choices, answers):
-                    choice["logprobs"] = {"content": token_logprobs(text, dists, score_range, top)}
+                    choice["logprobs"] = {"content": token_logprobs(text, dists, _score_range(prompt), top)}
             usage = {"prompt_tokens": len(prompt) // 4, "completion_tokens": sum(len(t) // 4 for t in texts)}
             usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
             return JSONResponse({"id": "sim", "object": "chat.completion", "model": body.get("model", "simulated"),
@@ -372,7 +395,7 @@ class SimulatedJudge:
 
 def spawn(port: int, keep_alive_s: float = 5.0, **settings: Any) -> subprocess.Popen:
     """Start the simulated judge as a separate process (for benchmarks: it then has its own interpreter)."""
-    args = [sys.executable, "-m", "grm_plugin.simulated_judge", "--port", str(port),
+    args = [sys.executable, "-m", "grm_plugin.testing.simulated_judge", "--port", str(port),
             "--keep-alive", str(keep_alive_s), "--settings", json.dumps(settings)]
     return subprocess.Popen(args)
 
