@@ -65,7 +65,9 @@ class VerlSettings(BaseSettings):
 
     timeout_s: float = Field(300.0, gt=0, description="A sample not judged by then gets invalid_reward.")
     invalid_reward: Optional[float] = Field(
-        None, description="Score without a valid judgement (failure, timeout); None: the middle of the score range.")
+        None, description="Score of a sample that was not judged (engine failure, timeout; verl needs a number) and "
+                          "of one whose judgements all failed to parse; None: the middle of the score range for "
+                          "the first, the bottom for the second (an unreadable judgement is never a prize).")
     prompt_keys: list[str] = Field(["question", "prompt", "raw_prompt"],
                                    description="extra_info keys holding the prompt (a string or chat messages), "
                                                "the first present one is used.")

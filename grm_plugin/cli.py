@@ -291,7 +291,8 @@ def serve(
     no_label_reference: bool = typer.Option(False, "--no-label-reference",
                                             help="Do not show OpenRLHF labels to the judge as reference answers."),
     invalid_reward: Optional[float] = typer.Option(None, help="Reward when no judgement parses "
-                                                   "(default: the middle of the score range)."),
+                                                   "(default: the bottom of the score range: a judgement that cannot be read "
+                                                   "is never a prize)."),
     workers: int = typer.Option(1, help="Server processes (each with its own micro-batcher and engine client)."),
     meta_rm: Optional[Path] = typer.Option(None, "--meta-rm", help="A local sequence-classification meta RM folder: "
                                            "guided voting for /get_reward and /v1/score, and POST /classify "

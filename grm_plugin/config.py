@@ -46,7 +46,8 @@ class GRMConfig(BaseSettings):
     api_key: SecretStr | None = Field(
         None, description="API key; falls back to OPENAI_API_KEY, then to 'EMPTY' (what vLLM accepts).")
     max_concurrency: int = Field(64, ge=1, description="Engine requests in flight at once, per event loop.")
-    timeout: float = Field(300.0, gt=0, description="Seconds per engine request before it counts as failed.")
+    timeout: float = Field(300.0, gt=0, description="Seconds one engine request may take in all (a deadline, "
+                                                    "however slowly the answer trickles) before it counts as failed.")
     max_retries: int = Field(4, ge=0, description="Retries on 429, 5xx, connection errors and timeouts.")
     retry_backoff: float = Field(0.5, ge=0, description="First retry delay in seconds; doubles per attempt, jittered.")
     retry_backoff_max: float = Field(20.0, ge=0, description="Upper bound on one retry delay, seconds.")

@@ -73,3 +73,12 @@ def format_validation_error(exc: "ValidationError", what: str) -> str:
         got_text = "" if isinstance(got, dict) else f" (got {got!r})"
         lines.append(f"{field}: {err['msg']}{got_text}")
     return f"invalid {what}: " + "; ".join(lines)
+
+
+def caused_by_request(exc: BaseException) -> bool:
+    """Whether a failure comes from one request's own content (the engine refused it with a 4xx that is not worth
+    retrying, e.g. over its context; its text could not be rendered, encoded or parsed), so it must reach only that
+    request. An engine that is down, overloaded or answering 5xx after the retries is not: that reaches everyone."""
+    if isinstance(exc, BackendError):
+        return exc.status is not None and 400 <= exc.status < 500 and not exc.retryable
+    return isinstance(exc, (InvalidRequestError, ParseError, NoValidJudgementError, UnicodeError))

@@ -202,6 +202,16 @@ class GRMReward(RewardFunction):
             BackendError: the engine (or the meta RM) failed after its retries.
             NoValidJudgementError: no sample parsed and ``on_no_valid='raise'``.
         """
+        outcomes = await self.ascore_settled(requests)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return outcomes  # type: ignore[return-value]
+
+    async def ascore_settled(self, requests: Sequence[ScoreRequest | dict[str, Any]]
+                             ) -> list[ScoreResult | BaseException]:
+        """``ascore`` with each request's failure in its place instead of raised (the requests are judged
+        independently already; a malformed request list still raises InvalidRequestError)."""
         reqs = coerce_requests(requests)
         if self.config.principles == "given":
             for i, request in enumerate(reqs):
@@ -234,12 +244,15 @@ class GRMReward(RewardFunction):
                 entry.waiters -= 1
                 if entry.waiters == 0 and not entry.task.done():
                     entry.task.cancel()
-        results: list[ScoreResult] = []
+        results: list[ScoreResult | BaseException] = []
         outcome_iter = iter(outcomes)
         for request, item in zip(reqs, pending):
             outcome = next(outcome_iter) if isinstance(item, _Inflight) else item
             if isinstance(outcome, BaseException):
-                raise outcome
+                if isinstance(outcome, asyncio.CancelledError):
+                    raise outcome
+                results.append(outcome)
+                continue
             if outcome.metadata != request.metadata:
                 outcome = outcome.model_copy(update={"metadata": request.metadata})
             results.append(outcome)

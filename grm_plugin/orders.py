@@ -5,6 +5,7 @@ responses over the slots. Pure functions; the randomness is seeded by the caller
 from __future__ import annotations
 
 import random
+from collections import Counter
 from typing import Sequence
 
 
@@ -50,15 +51,15 @@ def unshuffle(shown_scores: Sequence[int], order: Sequence[int]) -> list[int]:
 
 def slot_imbalance(orders: Sequence[Sequence[int]], n_responses: int) -> int:
     """How unevenly the responses sat in the slots: the largest minus the smallest count of (response, slot) pairs
-    over ``orders`` (0: every response was shown in every slot equally often).
+    over ``orders`` (0: every response was shown in every slot equally often). Linear in the slots shown: only the
+    pairs that occur are counted.
 
     Example:
         >>> slot_imbalance([[0, 1], [1, 0]], 2), slot_imbalance([[0, 1], [0, 1]], 2)
         (0, 2)
     """
-    counts = [[0] * n_responses for _ in range(n_responses)]
-    for order in orders:
-        for slot, index in enumerate(order):
-            counts[index][slot] += 1
-    flat = [c for row in counts for c in row]
-    return max(flat) - min(flat)
+    counts = Counter((index, slot) for order in orders for slot, index in enumerate(order))
+    if not counts:
+        return 0
+    lowest = min(counts.values()) if len(counts) == n_responses * n_responses else 0  # a pair never seen counts 0
+    return max(counts.values()) - lowest

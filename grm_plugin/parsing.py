@@ -16,17 +16,16 @@ from .errors import ParseError
 
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 _BRACKETS = re.compile(r"\[\[([^\[\]]*)\]\]")
-_TAGGED = re.compile(r"<scores>(.*?)</scores>", re.DOTALL | re.IGNORECASE)
 _INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
 _SCORE_TOKEN = re.compile(r"[^\s,;]+")
 _LABEL = r"^[ \t]*(?:[*#_]+[ \t]*)?{name}[ \t]*(?:[*_]+)?:(?:\*\*|__)?[ \t]*"
 _PRINCIPLES_LABEL = re.compile(_LABEL.format(name=r"specific[ \t]+criteria"), re.IGNORECASE | re.MULTILINE)
 _ANALYSIS_LABEL = re.compile(_LABEL.format(name=r"analysis"), re.IGNORECASE | re.MULTILINE)
 _SCORE_LABELS = ("final scores", "final score", "scores", "score")
-_TAG_PRINCIPLES = re.compile(r"<specific_criteria>(.*?)</specific_criteria>", re.DOTALL | re.IGNORECASE)
-_TAG_ANALYSIS = re.compile(r"<analysis>(.*?)</analysis>", re.DOTALL | re.IGNORECASE)
+_TAG_PATTERNS: dict[str, re.Pattern[str]] = {}
 _MAX_DIGITS = 6
 _LABEL_WINDOW = 16
+MAX_JUDGEMENT_CHARS = 1_000_000  # longer judge outputs are refused (real ones are bounded by max_tokens)
 
 
 class ParsedJudgement(NamedTuple):
@@ -35,11 +34,60 @@ class ParsedJudgement(NamedTuple):
     scores: list[int]
 
 
+class _Block(NamedTuple):
+    """A scores block or tagged section found in the text: its span and the span of its inside."""
+
+    start: int
+    end: int
+    inner_start: int
+    inner_end: int
+    kind: str
+
+
 def _last_match(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
     last = None
     for match in pattern.finditer(text):
         last = match
     return last
+
+
+def _tag_pattern(tag: str) -> re.Pattern[str]:
+    pattern = _TAG_PATTERNS.get(tag)
+    if pattern is None:
+        pattern = _TAG_PATTERNS[tag] = re.compile(f"<(/?){tag}>", re.IGNORECASE)
+    return pattern
+
+
+def _tagged_blocks(text: str, tag: str) -> list[_Block]:
+    """Every ``<tag>...</tag>`` section, matched as a lazy regex would (an opener, then the nearest closer after it;
+    the search goes on after that closer), in one pass over the tags: linear however many openers stay unclosed."""
+    blocks, opened = [], None
+    for match in _tag_pattern(tag).finditer(text):
+        if not match.group(1):
+            if opened is None:
+                opened = match
+        elif opened is not None:
+            blocks.append(_Block(opened.start(), match.end(), opened.end(), match.start(), tag))
+            opened = None
+    return blocks
+
+
+def _looks_like_scores(inner: str) -> bool:
+    """Whether a block's inside is a list of integers (else it is a mention such as ``[[Response 1]]``)."""
+    tokens = _SCORE_TOKEN.findall(inner)
+    return bool(tokens) and all(_INTEGER.fullmatch(t) and len(t.lstrip("+-")) <= _MAX_DIGITS for t in tokens)
+
+
+def _last_block(blocks: list[_Block], text: str) -> _Block | None:
+    """The last block that holds a list of integers; the last block of all when none does (its error is reported)."""
+    for block in reversed(blocks):
+        if _looks_like_scores(text[block.inner_start:block.inner_end]):
+            return block
+    return blocks[-1] if blocks else None
+
+
+def _regex_blocks(pattern: re.Pattern[str], text: str, kind: str) -> list[_Block]:
+    return [_Block(m.start(), m.end(), m.start(1), m.end(1), kind) for m in pattern.finditer(text)]
 
 
 def _read_scores(block: str, n_responses: int, score_range: tuple[int, int]) -> tuple[list[int], list[tuple[int, int]]]:
@@ -120,26 +168,36 @@ def parse_with_spans(text: str, n_responses: int,
         raise ParseError(f"expected the judge output as a string, got {type(text).__name__}")
     if n_responses < 1:
         raise ParseError(f"n_responses must be at least 1, got {n_responses}")
-    candidates = [m for m in (_last_match(p, text) for p in (_BOXED, _BRACKETS, _TAGGED)) if m]
+    if len(text) > MAX_JUDGEMENT_CHARS:
+        raise ParseError(f"the judge output has {len(text)} characters, more than the {MAX_JUDGEMENT_CHARS} read")
+    tagged = _tagged_blocks(text, "scores")
+    candidates = [b for b in (_last_block(_regex_blocks(_BOXED, text, "boxed"), text),
+                              _last_block(_regex_blocks(_BRACKETS, text, "brackets"), text),
+                              _last_block(tagged, text)) if b]
     if not candidates:
         raise ParseError("no scores block found: expected \\boxed{...}, [[...]] or <scores>...</scores> "
                          f"holding {n_responses} integer(s)")
-    block = max(candidates, key=lambda m: (m.end(), -m.start()))
-    inner, inner_at = block.group(1), block.start(1)
-    if block.re is _TAGGED:
-        nested = [m for m in (_last_match(_BOXED, inner), _last_match(_BRACKETS, inner)) if m]
+    # the last block wins; a mention that is not a list of integers (``See [[Response 1]]``) loses to a real block
+    real = [b for b in candidates if _looks_like_scores(text[b.inner_start:b.inner_end])]
+    block = max(real or candidates, key=lambda b: (b.end, -b.start))
+    inner_at, inner = block.inner_start, text[block.inner_start:block.inner_end]
+    if block.kind == "scores":
+        nested = [b for b in (_last_block(_regex_blocks(_BOXED, inner, "boxed"), inner),
+                              _last_block(_regex_blocks(_BRACKETS, inner, "brackets"), inner)) if b]
         if nested:
-            found = max(nested, key=lambda m: m.end())
-            inner, inner_at = found.group(1), inner_at + found.start(1)
+            found = max(nested, key=lambda b: b.end)
+            inner, inner_at = inner[found.inner_start:found.inner_end], inner_at + found.inner_start
     scores, spans = _read_scores(inner, n_responses, score_range)
     spans = [(inner_at + a, inner_at + b) for a, b in spans]
 
-    head = text[:block.start()]
-    tagged_principles = _last_match(_TAG_PRINCIPLES, head)
-    tagged_analysis = _last_match(_TAG_ANALYSIS, head)
-    if tagged_principles or tagged_analysis:
-        principles = tagged_principles.group(1).strip() if tagged_principles else ""
-        critique = tagged_analysis.group(1).strip() if tagged_analysis else ""
+    head = text[:block.start]
+    principles_blocks = _tagged_blocks(head, "specific_criteria")
+    analysis_blocks = _tagged_blocks(head, "analysis")
+    if principles_blocks or analysis_blocks:
+        principles = head[principles_blocks[-1].inner_start:principles_blocks[-1].inner_end].strip() \
+            if principles_blocks else ""
+        critique = head[analysis_blocks[-1].inner_start:analysis_blocks[-1].inner_end].strip() \
+            if analysis_blocks else ""
         return ParsedJudgement(principles, critique, scores), spans
     principles, critique = _split_sections(_strip_scores_label(head))
     return ParsedJudgement(principles, critique, scores), spans
@@ -158,9 +216,10 @@ def parse_principles(text: str) -> str:
     """
     if not isinstance(text, str):
         raise ParseError(f"expected the principles answer as a string, got {type(text).__name__}")
-    tagged = _last_match(_TAG_PRINCIPLES, text)
+    tagged = _tagged_blocks(text, "specific_criteria")
     label = _last_match(_PRINCIPLES_LABEL, text)
-    principles = (tagged.group(1) if tagged else text[label.end():] if label else text).strip()
+    principles = (text[tagged[-1].inner_start:tagged[-1].inner_end] if tagged else text[label.end():] if label
+                  else text).strip()
     if not principles:
         raise ParseError("the principles answer is empty; expected 'Specific Criteria: ...' with the criteria")
     return principles

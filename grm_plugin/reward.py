@@ -7,15 +7,16 @@ TRL's ``log_extra`` (per-completion critique and votes columns) and ``log_metric
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Sequence
 
 from ._sync import run_sync
 from .batching import RowSlot, column, rows_to_requests
-from .errors import BackendError
+from .errors import BackendError, caused_by_request
 from .types import ScoreRequest, ScoreResult
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,11 @@ class RowJudgements:
     results: list[ScoreResult]
     slots: list[RowSlot]
     seconds: float
+    errors: dict[int, BaseException] = field(default_factory=dict)  # request index -> why it has no result
+
+    def row_error(self, row: int) -> BaseException | None:
+        """Why row ``row`` was not judged (its request failed), or None."""
+        return self.errors.get(self.slots[row].request)
 
     def rewards(self) -> list[float | None]:
         return [self.results[s.request].rewards[s.response] for s in self.slots]
@@ -48,6 +54,9 @@ class RowJudgements:
         for slot in self.slots:
             result = self.results[slot.request]
             judgement = next((j for j in result.judgements if j.valid), None)
+            if slot.request in self.errors:
+                out.append(f"(not judged: {str(self.errors[slot.request])[:300]})")
+                continue
             if judgement is None:
                 errors = [j.error for j in result.judgements if j.error]
                 out.append(f"(no valid judgement{': ' + errors[0] if errors else ''})")
@@ -97,9 +106,26 @@ class RewardFunction(ABC):
         """Synchronous ``ascore``; safe to call inside a running event loop."""
         return run_sync(self.ascore(requests))
 
-    async def ajudge_rows(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> RowJudgements:
+    async def ascore_settled(self, requests: Sequence[ScoreRequest | dict[str, Any]]
+                             ) -> list[ScoreResult | BaseException]:
+        """``ascore`` that never raises for one request's failure: per request its ScoreResult or the exception that
+        failed it. The default judges the batch together and, if that fails, each request alone."""
+        try:
+            return list(await self.ascore(requests))
+        except Exception as exc:
+            if len(requests) <= 1:
+                return [exc]
+        return [outcome[0] if isinstance(outcome, list) else outcome
+                for outcome in await asyncio.gather(*(self.ascore([r]) for r in requests), return_exceptions=True)]
+
+    async def ajudge_rows(self, prompts: Sequence[Any], completions: Sequence[Any], *, isolate: bool = False,
+                          **kwargs: Any) -> RowJudgements:
         """Judge a host's rows of (prompt, completion): group or pointwise as configured, with the reference and
-        principles columns from ``kwargs``; the full results, for adapters that log more than rewards."""
+        principles columns from ``kwargs``; the full results, for adapters that log more than rewards.
+
+        With ``isolate``, a request that fails does not fail the others: its rows get ``row_error``, and a group
+        that failed because of one member's content (``errors.caused_by_request``) is judged again row by row, so
+        only the culprit fails. Without it the first failure is raised."""
         n = len(prompts)
         requests, slots = rows_to_requests(
             prompts,
@@ -110,8 +136,25 @@ class RewardFunction(ABC):
             principles=column(kwargs, self.principles_column, n),
         )
         started = time.perf_counter()
-        results = await self.ascore(requests)
-        return RowJudgements(requests, results, slots, time.perf_counter() - started)
+        if not isolate:
+            results = await self.ascore(requests)
+            return RowJudgements(requests, results, slots, time.perf_counter() - started)
+        outcomes = await self.ascore_settled(requests)
+        retry_rows = [row for row, slot in enumerate(slots) if isinstance(outcomes[slot.request], BaseException)
+                      and requests[slot.request].n_responses > 1 and caused_by_request(outcomes[slot.request])]
+        if retry_rows:  # each member of a failed group alone: only the one that caused it fails again
+            alone = [requests[slots[row].request].model_copy(
+                update={"responses": [requests[slots[row].request].responses[slots[row].response]]})
+                for row in retry_rows]
+            for row, request, outcome in zip(retry_rows, alone, await self.ascore_settled(alone)):
+                slots[row] = RowSlot(len(requests), 0)
+                requests.append(request)
+                outcomes.append(outcome)
+        shown = {slot.request for slot in slots}  # a group judged again row by row no longer answers any row
+        errors = {i: o for i, o in enumerate(outcomes) if isinstance(o, BaseException) and i in shown}
+        results = [ScoreResult(rewards=[None] * requests[i].n_responses, metadata={"error": str(o)[:500]})
+                   if isinstance(o, BaseException) else o for i, o in enumerate(outcomes)]
+        return RowJudgements(requests, results, slots, time.perf_counter() - started, errors)
 
     async def acall(self, prompts: Sequence[Any], completions: Sequence[Any], *, reward_name: str | None = None,
                     **kwargs: Any) -> list[float | None]:
@@ -124,7 +167,10 @@ class RewardFunction(ABC):
         log_metric: Callable[[str, float], Any] | None = kwargs.get("log_metric")
         name = reward_name or getattr(self, "__name__", type(self).__name__)
         try:
-            judged = await self.ajudge_rows(prompts, completions, **kwargs)
+            judged = await self.ajudge_rows(prompts, completions, isolate=True, **kwargs)
+            engine_failure = next((e for e in judged.errors.values() if not caused_by_request(e)), None)
+            if engine_failure is not None:  # the engine itself failed: the batch fails, as one error
+                raise engine_failure
         except BackendError as exc:
             if self.on_engine_error != "none":
                 raise
@@ -136,6 +182,9 @@ class RewardFunction(ABC):
                 log_extra(f"{name}_critique", [f"(engine error: {exc})"] * len(prompts))
                 log_extra(f"{name}_votes", [""] * len(prompts))
             return [None] * len(prompts)
+        if judged.errors:  # rows whose own content the judge could not take: None for them alone
+            logger.warning("%s: %d of %d judge requests failed because of their own content (first: %s); their rows "
+                           "get None", name, len(judged.errors), len(judged.results), next(iter(judged.errors.values())))
         if callable(log_extra):
             log_extra(f"{name}_critique", judged.critiques())
             log_extra(f"{name}_votes", judged.votes())
@@ -143,6 +192,7 @@ class RewardFunction(ABC):
             for metric, value in judged.metrics().items():
                 log_metric(f"{name}/{metric}", value)
             log_metric(f"{name}/engine_errors", 0.0)
+            log_metric(f"{name}/request_errors", float(len(judged.errors)))
         return judged.rewards()
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float | None]:

@@ -112,17 +112,22 @@ class MicroBatcher:
         reward = self.reward
         columns = {reward.reference_column: [r.label for r in batch]}
         try:
-            judged = await reward.ajudge_rows([r.prompt for r in batch], [r.response for r in batch], **columns)
-        except Exception as exc:  # every waiter of the batch gets the failure, exactly once
+            judged = await reward.ajudge_rows([r.prompt for r in batch], [r.response for r in batch], isolate=True,
+                                              **columns)
+        except Exception as exc:  # the batch could not be judged at all: every waiter gets it, exactly once
             self._report(len(batch), exc)
             for rollout in batch:
                 if not rollout.future.done():
                     rollout.future.set_exception(exc)
             return
         self._report(len(batch), judged)
-        for i, rollout in enumerate(batch):
+        for i, rollout in enumerate(batch):  # a failed request reaches only its own rollouts
             if not rollout.future.done():
-                rollout.future.set_result((judged, i, dispatched))
+                error = judged.row_error(i)
+                if error is None:
+                    rollout.future.set_result((judged, i, dispatched))
+                else:
+                    rollout.future.set_exception(error)
 
     def _report(self, size: int, outcome: RowJudgements | BaseException) -> None:
         """Tell ``on_batch`` about a judged batch; its failure is logged and never keeps the rollouts unanswered."""
@@ -171,8 +176,9 @@ def rollout_reward(judged: RowJudgements, row: int, score_range: tuple[int, int]
                    invalid_reward: float | None = None) -> tuple[float, float, dict[str, float]]:
     """One rollout's ``(reward, score in 0..1, logs)`` from its judged batch.
 
-    Without a valid judgement the reward is ``invalid_reward`` (None: the middle of ``score_range``) and the score
-    0.5. The logs are ``grm_valid_samples``, ``grm_samples``, ``grm_mean_score`` (-1 without one), ``grm_group_size``
+    Without a valid judgement (every sample failed to parse) the reward is ``invalid_reward`` (None: the bottom of
+    ``score_range``) and the score 0: an unreadable judgement is never a prize, or a response that breaks the judge
+    would out-earn a poor one. (An engine failure is not this: it reaches the rollout as an error.) The logs are ``grm_valid_samples``, ``grm_samples``, ``grm_mean_score`` (-1 without one), ``grm_group_size``
     (responses judged together) and ``grm_cached``, all finite floats.
     """
     slot = judged.slots[row]
@@ -180,10 +186,9 @@ def rollout_reward(judged: RowJudgements, row: int, score_range: tuple[int, int]
     reward = result.rewards[slot.response]
     means = result.mean_scores
     mean = means[slot.response] if means is not None else None
-    score = unit_score(mean, score_range) if mean is not None else 0.5
+    score = unit_score(mean, score_range) if mean is not None else 0.0
     if reward is None or mean is None:
-        low, high = score_range
-        reward = invalid_reward if invalid_reward is not None else (low + high) / 2
+        reward = invalid_reward if invalid_reward is not None else score_range[0]
     logs = {"grm_valid_samples": float(result.valid_samples), "grm_samples": float(result.samples),
             "grm_mean_score": float(mean) if mean is not None else float("nan"),
             "grm_group_size": float(len(result.rewards)), "grm_cached": float(result.cached)}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hmac
 import inspect
 import json
 import logging
@@ -33,11 +34,11 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .errors import GRMError, InvalidRequestError, format_validation_error
+from .errors import GRMError, InvalidRequestError, caused_by_request, format_validation_error
 from .meta_rm import classify_reply
 from .reward import RewardFunction, RowJudgements
 from .rollouts import MicroBatcher, Rollout, openrlhf_reply, response_of
-from .types import ScoreRequest
+from .types import ScoreRequest, lone_surrogate
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +58,12 @@ class ServeSettings(BaseSettings):
     max_batch: int = Field(64, ge=1, description="Most rollouts judged together.")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     max_items: int = Field(1024, ge=1, description="Most rollouts (or ScoreRequests) in one request.")
+    max_responses: int = Field(64, ge=1, description="Most responses in one ScoreRequest of /v1/score (one judge "
+                                                     "prompt shows them all; the work grows with their number).")
     request_timeout_s: float = Field(600.0, gt=0, description="A request not judged by then gets a 503.")
     labels_as_reference: bool = Field(True, description="Non-empty OpenRLHF labels become the reference answer.")
     invalid_reward: Optional[float] = Field(
-        None, description="Reward when no judgement parses; None: the middle of the score range (score 0.5).")
+        None, description="Reward when no judgement parses; None: the bottom of the score range (score 0).")
     strip_end_tokens: bool = Field(True, description="Strip trailing end-of-turn tokens from the response.")
     workers: int = Field(1, ge=1, description="Server processes (uvicorn workers), each with its own micro-batcher.")
     tune_gc: bool = Field(True, description="Freeze the objects alive at startup (gc.freeze) and run full garbage "
@@ -84,6 +87,9 @@ class GetRewardBody(BaseModel):
             if found:
                 raise ValueError(f"item {i} contains control character {found.group()!r} at {found.start()} "
                                  "(only tab, newline and CR are allowed)")
+            surrogate = lone_surrogate(value) if value else None
+            if surrogate:
+                raise ValueError(f"item {i} holds a {surrogate}")
         return values
 
 
@@ -126,6 +132,8 @@ class Metrics:
         if isinstance(outcome, BaseException):
             self.engine_errors.inc()
             return
+        if outcome.errors:
+            self.engine_errors.inc()
         for result in outcome.results:
             if not result.cached:
                 self.samples.inc(result.samples)
@@ -146,7 +154,14 @@ class _Guard:
         self.app = app
         self.metrics = metrics
         key = settings.api_key.get_secret_value() if settings.api_key is not None else None
-        self.expected = f"Bearer {key}".encode() if key is not None else None
+        self.key = key.encode() if key is not None else None
+
+    def authorized(self, scope: dict) -> bool:
+        """Whether the request carries ``Authorization: Bearer <key>`` (the scheme in any case; the key compared in
+        constant time)."""
+        value = dict(scope.get("headers") or []).get(b"authorization", b"")
+        scheme, _, token = value.strip().partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key or b"")
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -163,9 +178,10 @@ class _Guard:
 
         self.metrics.inflight.inc()
         try:
-            if self.expected is not None and endpoint != "/health":
-                headers = dict(scope.get("headers") or [])
-                if headers.get(b"authorization") != self.expected:
+            if self.key is not None:
+                authorized = self.authorized(scope)
+                scope.setdefault("state", {})["authorized"] = authorized  # /health says more to the key's holder
+                if not authorized and endpoint != "/health":
                     response = _error(401, "missing or wrong bearer token (Authorization: Bearer <api key>)")
                     await response(scope, receive, send_and_record)
                     return
@@ -242,7 +258,7 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None, me
                 gc.set_threshold(*threshold)
                 gc.unfreeze()
 
-    app = FastAPI(title="grm-plugin reward server", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title="grm-plugin reward server", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.batcher = batcher
     app.state.metrics = metrics
     app.state.settings = settings
@@ -250,7 +266,9 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None, me
     app.add_middleware(_Guard, settings=settings, metrics=metrics)
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
+    async def health(request: Request) -> dict[str, Any]:
+        if settings.api_key is not None and not getattr(request.state, "authorized", False):
+            return {"status": "ok"}  # without the key: up or not, nothing about the judge
         return {"status": "ok", "reward": repr(reward), "queued": batcher.queue.qsize(),
                 "running_batches": len(batcher.running)}
 
@@ -299,11 +317,15 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None, me
                 if not rollout.future.done():
                     rollout.future.cancel()
             return _error(503, f"the judge did not answer within {settings.request_timeout_s:g} s", retryable=True)
-        except GRMError as exc:
+        except Exception as exc:
             for rollout in rollouts:
                 if not rollout.future.done():
                     rollout.future.cancel()
-            return _error(503, f"judge engine failed: {exc}", retryable=True)
+            if caused_by_request(exc):  # this rollout's own content: retrying it cannot help, and nobody else failed
+                return _error(422, f"the judge could not judge this rollout: {str(exc)[:500]}", retryable=False)
+            if isinstance(exc, GRMError):
+                return _error(503, f"judge engine failed: {exc}", retryable=True)
+            raise
         reply = openrlhf_reply([(judged, row) for judged, row, _ in outcomes], reward.score_range,
                                settings.invalid_reward)
         judge_seconds = max(judged.seconds for judged, _, _ in outcomes)
@@ -322,6 +344,10 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None, me
                 raise _BadRequest(413, f"requests: {len(items)} items exceed the limit of {settings.max_items}")
             requests = []
             for i, item in enumerate(items):
+                responses = item.get("responses") if isinstance(item, dict) else None
+                if isinstance(responses, list) and len(responses) > settings.max_responses:
+                    raise _BadRequest(413, f"requests[{i}].responses: {len(responses)} responses exceed the limit of "
+                                           f"{settings.max_responses} per request (GRM_SERVE_MAX_RESPONSES)")
                 try:
                     requests.append(ScoreRequest.model_validate(item))
                 except ValidationError as exc:

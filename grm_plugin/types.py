@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any, Literal, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -14,6 +15,35 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import InvalidRequestError, format_validation_error
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def lone_surrogate(value: Any, path: str = "") -> str | None:
+    """Where a string inside ``value`` (strings, lists, dicts, messages) holds a lone surrogate, which is not
+    Unicode text and cannot be encoded for the judge: a message naming the path and position, else None.
+
+    Example:
+        >>> lone_surrogate(["ok", {"content": "x\\ud800"}])
+        "[1].content: lone surrogate '\\\\ud800' at 1 (not valid Unicode text)"
+    """
+    if isinstance(value, str):
+        found = _SURROGATE.search(value)
+        return None if found is None else (f"{path}: lone surrogate {found.group()!r} at {found.start()} "
+                                           "(not valid Unicode text)").lstrip(": ")
+    if isinstance(value, BaseModel):
+        value = value.model_dump()
+    if isinstance(value, dict):
+        items = ((f"{path}.{key}" if path else str(key), item) for key, item in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{path}[{i}]", item) for i, item in enumerate(value))
+    else:
+        return None
+    for where, item in items:
+        found_at = lone_surrogate(item, where)
+        if found_at:
+            return found_at
+    return None
 
 
 class Message(BaseModel):
@@ -75,6 +105,14 @@ class ScoreRequest(BaseModel):
     reference: str | None = None
     principles: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("prompt", "responses", "reference", "principles")
+    @classmethod
+    def _unicode_text(cls, value: Any) -> Any:
+        found = lone_surrogate(value)
+        if found:
+            raise ValueError(found)
+        return value
 
     @field_validator("prompt")
     @classmethod

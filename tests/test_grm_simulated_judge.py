@@ -266,3 +266,15 @@ def test_bad_rows_name_the_row_and_field(sim_judge):
     with pytest.raises(InvalidRequestError, match="^invalid row 1: prompt"):
         reward(["a", []], ["x", "y"])
     assert sim_judge.stats()["requests"] == 0
+
+
+def test_the_engine_timeout_is_a_deadline_for_the_whole_call():
+    """An engine trickling a byte every 0.05 s once held a GRMReward(timeout=3) call for 81 s: every read was quick."""
+    import time
+
+    with SimulatedJudge(trickle_s=0.05) as judge:
+        reward = GRMReward(base_url=judge.base_url, model="sim", k=1, timeout=1.0, max_retries=1, retry_backoff=0.01)
+        started = time.perf_counter()
+        with pytest.raises(BackendError, match=r"timed out \(deadline 1 s\).*gave up after 2 attempts"):
+            reward.score([ScoreRequest(prompt="q", responses=["a"])])
+        assert time.perf_counter() - started < 30  # two 1 s deadlines, not the minute the trickle takes

@@ -122,6 +122,8 @@ BAD = [
     ("control-character", {"query": [PROMPT + "a\x00b"], "prompts": [PROMPT]}, 422, "control character"),
     ("not-a-prefix", {"query": ["other text"], "prompts": [PROMPT]}, 422, "prompts[0] is not a prefix of query[0]"),
     ("empty-body", b"", 422, "empty body"),
+    ("lone-surrogate", b'{"query": ["<p>x\\ud800"], "prompts": ["<p>"], "labels": [""]}', 422,
+     "query: Value error, item 0 holds a lone surrogate"),
 ]
 
 
@@ -147,6 +149,18 @@ def test_bearer_token_is_required_when_set(judge):
         assert httpx.post(f"{server.url}/get_reward", json=GOOD,
                           headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert httpx.get(f"{server.url}/health").status_code == 200  # health checks need no token
+
+
+def test_auth_takes_any_case_of_the_scheme_and_health_tells_strangers_only_that_it_is_up(judge):
+    reward = GRMReward(base_url=judge.base_url, model="sim", k=1)
+    with Server(reward, api_key="s3cret") as server:
+        for scheme in ("bearer", "BEARER", "Bearer"):
+            assert httpx.post(f"{server.url}/get_reward", json=GOOD,
+                              headers={"Authorization": f"{scheme} s3cret"}).status_code == 200
+        assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}  # no judge URL or model
+        inside = httpx.get(f"{server.url}/health", headers={"Authorization": "Bearer s3cret"}).json()
+        assert judge.base_url in inside["reward"]
+        assert httpx.get(f"{server.url}/openapi.json", headers={"Authorization": "Bearer s3cret"}).status_code == 404
 
 
 # --- faults --------------------------------------------------------------------------------------------------------
@@ -289,3 +303,86 @@ def test_the_openrlhf_example_script_serves_and_answers_openrlhfs_client(tmp_pat
     result = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "'rewards': [" in result.stdout and "'scores': [" in result.stdout
+
+
+def test_an_unencodable_rollout_is_refused_alone_and_its_batch_is_judged(judge):
+    """A lone surrogate once passed validation and gave every rollout of its micro-batch a 500."""
+    reward = GRMReward(base_url=judge.base_url, model="sim", k=1, cache_size=0)
+    bad = b'{"query": ["<p>x\\ud800"], "prompts": ["<p>"], "labels": [""]}'
+
+    async def send(url):
+        async with httpx.AsyncClient(timeout=30) as client:
+            calls = [client.post(url, json={"query": [PROMPT + with_quality(str(i), 5)], "prompts": [PROMPT]})
+                     for i in range(20)]
+            calls.append(client.post(url, content=bad, headers={"content-type": "application/json"}))
+            calls.append(client.post(url.replace("/get_reward", "/v1/score"),
+                                     content=b'[{"prompt": "q", "responses": ["a", "b\\udfff"]}]',
+                                     headers={"content-type": "application/json"}))
+            return await asyncio.gather(*calls)
+
+    with Server(reward, batch_window_ms=200) as server:
+        replies = asyncio.run(send(f"{server.url}/get_reward"))
+    assert [r.status_code for r in replies[:20]] == [200] * 20
+    assert replies[20].status_code == 422 and "lone surrogate" in replies[20].json()["error"]["message"]
+    assert replies[21].status_code == 422 and "requests[0]: responses: Value error, [1]: lone surrogate" in \
+        replies[21].json()["error"]["message"]
+
+
+def test_a_rollout_the_engine_refuses_fails_alone_through_openrlhfs_client(judge):
+    """The engine answers 400 for one rollout's judge prompt (over its context) while 20 others share its window:
+    once all 21 got a 503, and OpenRLHF's client retried the innocents into the same batch until they failed."""
+    judge.state.settings.refuse_containing = "TOO-LONG"
+    try:
+        reward = GRMReward(base_url=judge.base_url, model="sim", k=2, cache_size=0, max_retries=1,
+                           retry_backoff=0.01)
+        with Server(reward, batch_window_ms=300) as server:
+            url = f"{server.url}/get_reward"
+
+            async def send():
+                async with httpx.AsyncClient(timeout=30) as client:
+                    good = [client.post(url, json={"query": [PROMPT + with_quality(str(i), 6)], "prompts": [PROMPT]})
+                            for i in range(20)]
+                    bad = client.post(url, json={"query": [PROMPT + "TOO-LONG " + with_quality("x", 9)],
+                                                 "prompts": [PROMPT]})
+                    return await asyncio.gather(*good, bad)
+
+            replies = asyncio.run(send())
+            assert [r.status_code for r in replies[:20]] == [200] * 20  # the innocents were judged
+            assert all(r.json()["extra_logs"]["grm_valid_samples"] == 2 for r in replies[:20])
+            assert replies[20].status_code == 422 and "maximum context length" in replies[20].text
+            # OpenRLHF's own client, one rollout per call as 0.11 sends them: only the refused one ends without reward
+            queries = [PROMPT + with_quality(str(i), 6) for i in range(15)] + [PROMPT + "TOO-LONG"]
+
+            async def via_client():
+                executor = agent.SingleTurnAgentExecutor(remote_rm_url=url)
+                return await asyncio.gather(*(executor._fetch_rewards_via_http([q], [PROMPT], [""]) for q in queries),
+                                            return_exceptions=True)
+
+            outcomes = asyncio.run(via_client())
+            assert all(isinstance(o, list) and o[0]["rewards"] == [6.0] for o in outcomes[:15]), outcomes[:15]
+            assert isinstance(outcomes[15], RuntimeError)
+    finally:
+        judge.state.settings.refuse_containing = None
+
+
+def test_a_rollout_whose_judgements_all_fail_to_parse_gets_the_bottom_not_a_prize(judge):
+    """Once such a rollout got the middle of the range (5.5), above an honest poor answer's 1.0."""
+    judge.state.settings.invalid_rate = 1.0
+    try:
+        reward = GRMReward(base_url=judge.base_url, model="sim", k=2, cache_size=0)
+        with Server(reward) as server:
+            reply = httpx.post(f"{server.url}/get_reward", json={"query": [PROMPT + "x"], "prompts": [PROMPT]}).json()
+        assert reply["rewards"] == [1.0] and reply["scores"] == [0.0]
+        assert reply["extra_logs"]["grm_valid_samples"] == 0
+    finally:
+        judge.state.settings.invalid_rate = 0.0
+
+
+def test_v1_score_refuses_a_request_with_more_responses_than_the_limit(judge):
+    """20,000 one-character responses in one request once held the event loop for 45 s and took 6 GB."""
+    reward = GRMReward(base_url=judge.base_url, model="sim", k=1)
+    with Server(reward) as server:
+        reply = httpx.post(f"{server.url}/v1/score", json=[{"prompt": "q", "responses": ["a"] * 20_000}], timeout=30)
+        assert reply.status_code == 413
+        assert "requests[0].responses: 20000 responses exceed the limit of 64" in reply.json()["error"]["message"]
+        assert httpx.get(f"{server.url}/health").status_code == 200

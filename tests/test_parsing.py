@@ -126,3 +126,36 @@ def test_rendered_judgements_parse_back_exactly(principles, critique, scores, sc
     assert parsed.scores == scores
     assert parsed.principles == principles
     assert parsed.critique == critique
+
+
+def _within(seconds: float, function, *args):
+    """Run ``function`` in a thread and fail if it has not returned after ``seconds``: a stall guard (a quadratic
+    parser took minutes on these inputs), not a speed measurement (benchmarks/ measure speed)."""
+    import concurrent.futures
+
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        return pool.submit(function, *args).result(timeout=seconds)
+    finally:
+        pool.shutdown(wait=False)
+
+
+@pytest.mark.parametrize("opener", ["<scores>", "<specific_criteria>", "<analysis>", "\\boxed{", "[["])
+def test_many_unclosed_openers_do_not_stall_the_parser(opener):
+    """A small judge degenerating into repetition: 50,000 openers, then a real answer."""
+    text = opener * 50_000 + "\nScores: \\boxed{7, 3}"
+    assert _within(60, parse_judgement, text, 2).scores == [7, 3]
+
+
+def test_a_bracketed_mention_after_the_scores_does_not_invalidate_them():
+    text = "Analysis: Response 1 is right.\nScores: \\boxed{8, 2}\nSee [[Response 1]] and <scores>above</scores>."
+    assert parse_judgement(text, 2).scores == [8, 2]
+    with pytest.raises(ParseError, match="not an integer"):  # with no real block, the mention's error is reported
+        parse_judgement("Analysis: fine. See [[Response 1]].", 1)
+
+
+def test_judge_output_beyond_the_character_cap_is_refused_by_name():
+    from grm_plugin.parsing import MAX_JUDGEMENT_CHARS
+
+    with pytest.raises(ParseError, match="more than the 1000000 read"):
+        parse_judgement("x" * (MAX_JUDGEMENT_CHARS + 1) + "Scores: \\boxed{7}", 1)

@@ -119,11 +119,13 @@ def test_rollouts_of_one_prompt_id_are_judged_together_and_agent_turns_after_the
 def test_an_engine_failure_raises_unless_on_engine_error_is_none_simulated_judge(judge_env, monkeypatch):
     from grm_plugin.errors import BackendError
 
-    judge_env.state.settings.fail_next[:] = [400]  # a 4xx is not retried
+    # the engine itself failing (a 503 with no retries left); a 4xx for one prompt's content fails only that prompt
+    monkeypatch.setenv("GRM_MAX_RETRIES", "0")
+    judge_env.state.settings.fail_next[:] = [503]
     with pytest.raises(BackendError):
         compute_rewards_per_func(rollouts([9, 2]), [GRMORM(args=None)], [None], device=torch.device("cpu"))
     monkeypatch.setenv("GRM_ON_ENGINE_ERROR", "none")
-    judge_env.state.settings.fail_next[:] = [400]
+    judge_env.state.settings.fail_next[:] = [503]
     rewards = compute_rewards_per_func(rollouts([9, 2]), [GRMORM(args=None)], [None], device=torch.device("cpu"))
     assert all(math.isnan(r) for r in rewards[:, 0].tolist())
 

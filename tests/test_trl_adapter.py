@@ -19,7 +19,7 @@ datasets = pytest.importorskip("datasets")
 from grm_plugin import GRMReward  # noqa: E402
 from grm_plugin.adapters.trl import AsyncTRLReward, TRLReward, trl_reward  # noqa: E402
 from grm_plugin.errors import BackendError  # noqa: E402
-from grm_plugin.testing.simulated_judge import SimulatedJudge  # noqa: E402
+from grm_plugin.testing.simulated_judge import SimulatedJudge, with_quality  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -250,3 +250,19 @@ def test_the_grpo_example_runs_end_to_end_with_the_embedded_judge(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     [line] = [x for x in result.stdout.splitlines() if x.startswith("step 1: reward mean")]
     assert "parse-valid rate 1.00" in line  # guaranteed-format decoding: the embedded judge always votes
+
+
+def test_a_completion_the_engine_refuses_gets_none_alone_and_the_batch_is_scored():
+    """One completion's judge prompt is refused with a 400 (over the judge's context): it gets None, the other
+    prompts' completions are judged, and the trainer hooks say so. An engine that is down still fails the batch."""
+    with SimulatedJudge(noise=0.0, refuse_containing="TOO-LONG") as judge:
+        reward = GRMReward(base_url=judge.base_url, model="sim", k=1, cache_size=0, max_retries=0)
+        metrics, extra = {}, {}
+        rewards = reward(prompts=["q1", "q1", "q2", "q2"],
+                         completions=[with_quality("a", 8), with_quality("b", 3), "TOO-LONG", with_quality("d", 6)],
+                         log_metric=metrics.__setitem__, log_extra=extra.__setitem__)
+        assert rewards[:2] == [8.0, 3.0] and rewards[2] is None and rewards[3] == 6.0
+        assert metrics["grm_reward/request_errors"] == 1.0 and metrics["grm_reward/engine_errors"] == 0.0
+        assert "not judged" in extra["grm_reward_critique"][2]
+    with pytest.raises(BackendError):  # the judge is gone now: an engine failure, not a None
+        reward(prompts=["q3"], completions=["x"])

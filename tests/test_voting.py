@@ -63,3 +63,24 @@ def test_unit_score_maps_the_score_range_onto_0_1():
     assert unit_score(12) == 1.0 and unit_score(12, clamp=False) > 1.0
     assert unit_score(3, (0, 4)) == 0.75
     assert scale_rewards([30, 3], 3, "unit") == [unit_score(10), unit_score(1)]
+
+
+def test_slot_imbalance_counts_every_pair_and_stays_linear_for_huge_groups():
+    import random
+
+    from grm_plugin.orders import slot_imbalance
+
+    def by_definition(orders, n):
+        counts = [[0] * n for _ in range(n)]
+        for order in orders:
+            for slot, index in enumerate(order):
+                counts[index][slot] += 1
+        return max(map(max, counts)) - min(map(min, counts))
+
+    rng = random.Random(0)
+    for n in (1, 2, 3, 5):
+        for k in (1, 2, 4, 7):
+            orders = draw_orders(n, k, rng)
+            assert slot_imbalance(orders, n) == by_definition(orders, n)
+    # /v1/score once took 6 GB and 45 s here: 20,000 responses shown once is 20,000 pairs, not 400 million
+    assert slot_imbalance([list(range(20_000))], 20_000) == 1

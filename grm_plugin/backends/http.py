@@ -119,7 +119,8 @@ class HTTPTransport:
 
     Args:
         api_key: bearer token; defaults to ``OPENAI_API_KEY`` or ``EMPTY`` (what vLLM accepts).
-        timeout: seconds per request (connecting: at most 10).
+        timeout: seconds one attempt may take in all, however the server trickles its answer (connecting: at most
+            10).
         max_concurrency: requests in flight at once, per event loop.
         retry: the retry policy.
 
@@ -163,10 +164,11 @@ class HTTPTransport:
                        attempt: int) -> tuple[Any, BackendError | None, float | None]:
         """One try: (the JSON reply, None, None), or (None, the failure, the server's Retry-After)."""
         try:
-            async with pool.semaphore:
-                response = await pool.client.request(method, url, json=body)
-        except (httpx2.TimeoutException, httpx2.TransportError) as exc:
-            kind = "timed out" if isinstance(exc, httpx2.TimeoutException) else "connection failed"
+            async with pool.semaphore:  # the timeout is a deadline for the whole call, not per read
+                response = await asyncio.wait_for(pool.client.request(method, url, json=body), self.timeout)
+        except (httpx2.TimeoutException, httpx2.TransportError, asyncio.TimeoutError) as exc:
+            kind = "connection failed" if isinstance(exc, httpx2.TransportError) and not isinstance(
+                exc, httpx2.TimeoutException) else f"timed out (deadline {self.timeout:g} s)"
             return None, BackendError(f"{method} {url} {kind} on attempt {attempt}: {exc!r}", endpoint=url,
                                       attempts=attempt, retryable=True), None
         status = response.status_code

@@ -8,12 +8,15 @@ most ``max_concurrency`` requests in flight, and retries with jittered exponenti
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, Sequence
 
 from .._sync import PerLoop
 from ..errors import BackendError
 from . import ChatMessages, Completion, SamplingParams, TokenLogprob
 from .http import HTTPTransport, RetryPolicy
+
+logger = logging.getLogger("grm_plugin.backends.openai")
 
 
 def read_logprobs(choice: dict[str, Any]) -> tuple[TokenLogprob, ...] | None:
@@ -32,6 +35,65 @@ def read_logprobs(choice: dict[str, Any]) -> tuple[TokenLogprob, ...] | None:
         logprob = entry.get("logprob")
         tokens.append(TokenLogprob(entry["token"], None if logprob is None else float(logprob), top))
     return tuple(tokens)
+
+
+def _count(usage: dict[str, Any], key: str) -> int:
+    value = usage.get(key)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != int(value):
+        raise BackendError(f"usage.{key} is {str(value)[:60]!r}, expected a count")
+    return int(value)
+
+
+def read_chat_completion(data: Any, n: int, logprobs: bool = False) -> list[Completion]:
+    """The ``n`` completions of a chat-completions answer, in ``index`` order. Any other shape (not an object,
+    choices that are not ``n`` objects, a message or content of the wrong type, mixed or repeated indices, usage
+    that is not counts) is a BackendError naming the field: a wrong number of choices would change what a vote
+    means, so it is never accepted. Token counts are split over the completions (the first carries the prompt's).
+
+    Example:
+        >>> [c.text for c in read_chat_completion({"choices": [{"message": {"content": "hi"}}]}, 1)]
+        ['hi']
+    """
+    if not isinstance(data, dict):
+        raise BackendError(f"the answer is {type(data).__name__}, expected a chat completion object")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or len(choices) != n:
+        got = f"{len(choices)} choices" if isinstance(choices, list) else f"choices of type {type(choices).__name__}"
+        raise BackendError(f"the answer holds {got}, expected {n} (n={n})")
+    for i, choice in enumerate(choices):
+        if not isinstance(choice, dict):
+            raise BackendError(f"choices[{i}] is {type(choice).__name__}, expected an object")
+        message = choice.get("message")
+        if message is not None and not isinstance(message, dict):
+            raise BackendError(f"choices[{i}].message is {type(message).__name__}, expected an object")
+        content = (message or {}).get("content")
+        if content is not None and not isinstance(content, str):
+            raise BackendError(f"choices[{i}].message.content is {type(content).__name__}, expected a string")
+        finish = choice.get("finish_reason")
+        if finish is not None and not isinstance(finish, str):
+            raise BackendError(f"choices[{i}].finish_reason is {type(finish).__name__}, expected a string")
+    indices = [choice.get("index") for choice in choices]
+    if any(i is not None for i in indices):
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in indices) or len(set(indices)) != n:
+            raise BackendError(f"choices' index values {str(indices)[:80]} are not {n} distinct integers")
+        choices = sorted(choices, key=lambda c: c["index"])
+    usage = data.get("usage") or {}
+    if not isinstance(usage, dict):
+        raise BackendError(f"usage is {type(usage).__name__}, expected an object")
+    prompt_tokens, completion_tokens = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")
+    share, remainder = divmod(completion_tokens, n)
+    try:
+        read = [read_logprobs(choice) if logprobs else None for choice in choices]
+    except (TypeError, ValueError) as exc:
+        raise BackendError(f"choices' logprobs are malformed: {exc}") from None
+    return [Completion(text=(choice.get("message") or {}).get("content") or "",
+                       finish_reason=choice.get("finish_reason"),
+                       prompt_tokens=prompt_tokens if i == 0 else 0,
+                       completion_tokens=share + (remainder if i == 0 else 0),
+                       logprobs=read[i])
+            for i, choice in enumerate(choices)]
 
 
 class OpenAIBackend:
@@ -126,29 +188,15 @@ class OpenAIBackend:
         body.update(sampling.extra_body)
         if sampling.constraint is not None:
             body.update(self._constraint_body(sampling.constraint.regex()))
-        data = await self.transport.request_json("POST", self.endpoint, body)
-        choices = data.get("choices")
-        if not isinstance(choices, list) or not choices:
-            raise BackendError(f"POST {self.endpoint} returned no choices: {str(data)[:200]}", endpoint=self.endpoint)
-        choices = sorted(choices, key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)
-        usage = data.get("usage") or {}
-        prompt_tokens = int(usage.get("prompt_tokens") or 0)
-        completion_tokens = int(usage.get("completion_tokens") or 0)
-        share, remainder = divmod(completion_tokens, len(choices))
-        completions = []
-        for i, choice in enumerate(choices):
-            message = choice.get("message") or {}
-            text = message.get("content")
-            if text is None:
-                text = ""
-            completions.append(Completion(
-                text=text,
-                finish_reason=choice.get("finish_reason"),
-                prompt_tokens=prompt_tokens if i == 0 else 0,
-                completion_tokens=share + (remainder if i == 0 else 0),
-                logprobs=read_logprobs(choice) if sampling.logprobs else None,
-            ))
-        return completions
+        for attempt in (1, 2):  # a malformed answer is asked again once, like a 5xx, then reported
+            data = await self.transport.request_json("POST", self.endpoint, body)
+            try:
+                return read_chat_completion(data, n, sampling.logprobs > 0)
+            except BackendError as exc:
+                if attempt == 2:
+                    raise BackendError(f"POST {self.endpoint}: {exc} (twice)", endpoint=self.endpoint) from None
+                logger.warning("POST %s: %s; asking again once", self.endpoint, exc)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _complete_n(self, messages: ChatMessages, n: int, sampling: SamplingParams) -> list[Completion]:
         if self.use_n or n == 1:

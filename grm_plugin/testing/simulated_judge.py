@@ -45,7 +45,7 @@ try:
     import uvicorn
     from starlette.applications import Starlette
     from starlette.requests import Request
-    from starlette.responses import JSONResponse
+    from starlette.responses import JSONResponse, StreamingResponse
     from starlette.routing import Route
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("the simulated judge needs the 'server' extra: pip install 'grm-plugin[server]'") from exc
@@ -101,7 +101,9 @@ class JudgeSettings:
     count), so n samples split over several requests are the same samples as in one request with n;
     ``token_noise_share``: the share of the noise's variance shown in the log-probabilities at a score;
     ``principles_tokens`` / ``critique_tokens``: pad the principles / each response's critique to about that many
-    tokens (0: the short default texts)."""
+    tokens (0: the short default texts); ``refuse_containing``: a judge prompt holding this text is refused with a
+    400, as vLLM refuses a prompt over its context (a failure caused by one request's content); ``trickle_s``: send
+    each answer one byte at a time, that many seconds apart."""
 
     noise: float = 1.0
     position_bias: float = 0.0
@@ -114,6 +116,16 @@ class JudgeSettings:
     token_noise_share: float = 0.5
     principles_tokens: int = 0
     critique_tokens: int = 0
+    refuse_containing: str | None = None
+    trickle_s: float = 0.0
+
+
+async def _trickle(body: bytes, every_s: float):
+    """The answer one byte at a time, ``every_s`` apart: an engine that never stalls long enough for a read timeout
+    but never finishes either."""
+    for i in range(len(body)):
+        yield body[i:i + 1]
+        await asyncio.sleep(every_s)
 
 
 class _State:
@@ -255,6 +267,9 @@ def build_app(settings: JudgeSettings | None = None) -> Starlette:
                 return JSONResponse({"error": {"message": f"invalid request body: {exc!r}"}}, status_code=400)
             if n < 1 or n > 128:
                 return JSONResponse({"error": {"message": "n must be between 1 and 128"}}, status_code=400)
+            if s.refuse_containing and s.refuse_containing in prompt:
+                return JSONResponse({"error": {"message": "This model's maximum context length is exceeded "
+                                                          "(simulated refusal)"}}, status_code=400)
             with state.lock:
                 state.n_values.append(n)
                 state.completions += n
@@ -284,8 +299,12 @@ def build_app(settings: JudgeSettings | None = None) -> Starlette:
                     choice["logprobs"] = {"content": token_logprobs(text, dists, _score_range(prompt), top)}
             usage = {"prompt_tokens": len(prompt) // 4, "completion_tokens": sum(len(t) // 4 for t in texts)}
             usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-            return JSONResponse({"id": "sim", "object": "chat.completion", "model": body.get("model", "simulated"),
-                                 "choices": choices, "usage": usage})
+            answer = {"id": "sim", "object": "chat.completion", "model": body.get("model", "simulated"),
+                      "choices": choices, "usage": usage}
+            if s.trickle_s:
+                return StreamingResponse(_trickle(json.dumps(answer).encode(), s.trickle_s),
+                                         media_type="application/json")
+            return JSONResponse(answer)
         finally:
             with state.lock:
                 state.inflight -= 1
