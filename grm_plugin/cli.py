@@ -287,7 +287,8 @@ def serve(
     max_batch: int = typer.Option(64, help="Most rollouts judged together."),
     max_items: int = typer.Option(1024, help="Most rollouts (or ScoreRequests) in one HTTP request."),
     max_body_bytes: int = typer.Option(8 * 1024 * 1024, help="Largest accepted request body."),
-    request_timeout: float = typer.Option(600.0, help="Seconds before an unanswered request gets a 503."),
+    request_timeout: float = typer.Option(170.0, help="Seconds before an unanswered request gets a 503 (below "
+                                                      "OpenRLHF's 180 s client timeout, so its client sees the 503)."),
     no_label_reference: bool = typer.Option(False, "--no-label-reference",
                                             help="Do not show OpenRLHF labels to the judge as reference answers."),
     invalid_reward: Optional[float] = typer.Option(None, help="Reward when no judgement parses "

@@ -70,7 +70,9 @@ def format_validation_error(exc: "ValidationError", what: str) -> str:
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "(root)"
         got = err.get("input")
-        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+        shown = repr(got)
+        shown = shown if len(shown) <= 200 else f"{shown[:200]}... ({len(shown)} characters)"  # never echo megabytes
+        got_text = "" if isinstance(got, dict) else f" (got {shown})"
         lines.append(f"{field}: {err['msg']}{got_text}")
     return f"invalid {what}: " + "; ".join(lines)
 

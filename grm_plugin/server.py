@@ -60,7 +60,8 @@ class ServeSettings(BaseSettings):
     max_items: int = Field(1024, ge=1, description="Most rollouts (or ScoreRequests) in one request.")
     max_responses: int = Field(64, ge=1, description="Most responses in one ScoreRequest of /v1/score (one judge "
                                                      "prompt shows them all; the work grows with their number).")
-    request_timeout_s: float = Field(600.0, gt=0, description="A request not judged by then gets a 503.")
+    request_timeout_s: float = Field(170.0, gt=0, description="A request not judged by then gets a 503 (below "
+                                                              "OpenRLHF's 180 s client timeout, so its client sees it).")
     labels_as_reference: bool = Field(True, description="Non-empty OpenRLHF labels become the reference answer.")
     invalid_reward: Optional[float] = Field(
         None, description="Reward when no judgement parses; None: the bottom of the score range (score 0).")
@@ -219,9 +220,23 @@ async def _read_json(request: Request, limit: int) -> Any:
     except UnicodeDecodeError as exc:
         raise _BadRequest(400, f"body is not valid UTF-8 (byte {exc.start})") from None
     try:
-        return json.loads(text)
+        return json.loads(text, parse_int=_bounded_int)
     except json.JSONDecodeError as exc:
         raise _BadRequest(422, f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise _BadRequest(422, "body is nested too deeply (JSON arrays/objects inside each other)") from None
+    except ValueError as exc:
+        raise _BadRequest(422, f"body is not acceptable JSON: {exc}") from None
+
+
+MAX_INT_DIGITS = 100
+
+
+def _bounded_int(digits: str) -> int:
+    """A JSON integer, refused beyond ``MAX_INT_DIGITS`` digits (no field of ours needs more; huge ones cost CPU)."""
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(digits.lstrip('-'))} digits (at most {MAX_INT_DIGITS})")
+    return int(digits)
 
 
 class _BadRequest(Exception):

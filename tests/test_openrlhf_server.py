@@ -122,6 +122,8 @@ BAD = [
     ("control-character", {"query": [PROMPT + "a\x00b"], "prompts": [PROMPT]}, 422, "control character"),
     ("not-a-prefix", {"query": ["other text"], "prompts": [PROMPT]}, 422, "prompts[0] is not a prefix of query[0]"),
     ("empty-body", b"", 422, "empty body"),
+    ("huge-integer", b'{"query": [' + b"7" * 2000 + b'], "prompts": ["a"]}', 422, "an integer of 2000 digits"),
+    ("deep-nesting", b'{"query": ' + b"[" * 1500 + b"]" * 1500 + b', "prompts": ["a"]}', 422, "nested too deeply"),
     ("lone-surrogate", b'{"query": ["<p>x\\ud800"], "prompts": ["<p>"], "labels": [""]}', 422,
      "query: Value error, item 0 holds a lone surrogate"),
 ]
@@ -386,3 +388,11 @@ def test_v1_score_refuses_a_request_with_more_responses_than_the_limit(judge):
         assert reply.status_code == 413
         assert "requests[0].responses: 20000 responses exceed the limit of 64" in reply.json()["error"]["message"]
         assert httpx.get(f"{server.url}/health").status_code == 200
+
+
+def test_a_huge_bad_field_is_not_echoed_back_whole(judge):
+    """A 5 MB bad field was once echoed in a 5 MB 422."""
+    reward = GRMReward(base_url=judge.base_url, model="sim", k=1)
+    with Server(reward) as server:
+        reply = httpx.post(f"{server.url}/get_reward", json={"query": "y" * 2_000_000, "prompts": ["a"]})
+        assert reply.status_code == 422 and len(reply.content) < 2000 and "query" in reply.json()["error"]["message"]
