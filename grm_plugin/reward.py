@@ -150,8 +150,12 @@ class RewardFunction(ABC):
                 slots[row] = RowSlot(len(requests), 0)
                 requests.append(request)
                 outcomes.append(outcome)
-        shown = {slot.request for slot in slots}  # a group judged again row by row no longer answers any row
-        errors = {i: o for i, o in enumerate(outcomes) if isinstance(o, BaseException) and i in shown}
+        if retry_rows:  # a group judged again row by row answers no row any more: drop it from the batch
+            kept = sorted({slot.request for slot in slots})
+            renumber = {old: new for new, old in enumerate(kept)}
+            slots = [RowSlot(renumber[slot.request], slot.response) for slot in slots]
+            requests, outcomes = [requests[i] for i in kept], [outcomes[i] for i in kept]
+        errors = {i: o for i, o in enumerate(outcomes) if isinstance(o, BaseException)}
         results = [ScoreResult(rewards=[None] * requests[i].n_responses, metadata={"error": str(o)[:500]})
                    if isinstance(o, BaseException) else o for i, o in enumerate(outcomes)]
         return RowJudgements(requests, results, slots, time.perf_counter() - started, errors)

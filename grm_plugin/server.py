@@ -133,8 +133,8 @@ class Metrics:
         if isinstance(outcome, BaseException):
             self.engine_errors.inc()
             return
-        if outcome.errors:
-            self.engine_errors.inc()
+        if any(not caused_by_request(error) for error in outcome.errors.values()):
+            self.engine_errors.inc()  # a rollout's own fault (its 422) is not the engine failing
         for result in outcome.results:
             if not result.cached:
                 self.samples.inc(result.samples)

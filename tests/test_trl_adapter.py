@@ -263,6 +263,7 @@ def test_a_completion_the_engine_refuses_gets_none_alone_and_the_batch_is_scored
                          log_metric=metrics.__setitem__, log_extra=extra.__setitem__)
         assert rewards[:2] == [8.0, 3.0] and rewards[2] is None and rewards[3] == 6.0
         assert metrics["grm_reward/request_errors"] == 1.0 and metrics["grm_reward/engine_errors"] == 0.0
+        assert metrics["grm_reward/judge_requests"] == 3.0  # q1's group, then q2's two completions alone
         assert "not judged" in extra["grm_reward_critique"][2]
     with pytest.raises(BackendError):  # the judge is gone now: an engine failure, not a None
         reward(prompts=["q3"], completions=["x"])
