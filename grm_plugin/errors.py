@@ -77,10 +77,15 @@ def format_validation_error(exc: "ValidationError", what: str) -> str:
     return f"invalid {what}: " + "; ".join(lines)
 
 
+# Engine statuses that refuse one request's content (vLLM: 400 for a prompt over its context; 413, 422 alike).
+REQUEST_FAULT_STATUSES = frozenset({400, 413, 422})
+
+
 def caused_by_request(exc: BaseException) -> bool:
     """Whether a failure comes from one request's own content (the engine refused it with a 4xx that is not worth
     retrying, e.g. over its context; its text could not be rendered, encoded or parsed), so it must reach only that
-    request. An engine that is down, overloaded or answering 5xx after the retries is not: that reaches everyone."""
+    request. An engine that is down, overloaded or answering 5xx after the retries is not, nor one that refuses
+    everyone (401, 403, 404: a wrong key, model or URL): those reach everyone."""
     if isinstance(exc, BackendError):
-        return exc.status is not None and 400 <= exc.status < 500 and not exc.retryable
+        return exc.status in REQUEST_FAULT_STATUSES and not exc.retryable
     return isinstance(exc, (InvalidRequestError, ParseError, NoValidJudgementError, UnicodeError))

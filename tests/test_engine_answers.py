@@ -40,3 +40,17 @@ def test_a_well_formed_answer_is_read_in_index_order_with_usage_split():
     completions = read_chat_completion(answer, 3)
     assert [c.text for c in completions] == ["a", "b", ""]
     assert [c.completion_tokens for c in completions] == [4, 3, 3] and completions[0].prompt_tokens == 30
+
+
+def test_only_a_refusal_of_one_requests_content_is_that_requests_fault():
+    from grm_plugin.errors import InvalidRequestError, caused_by_request
+
+    def status(code, retryable=False):
+        return BackendError("x", status=code, retryable=retryable)
+
+    assert caused_by_request(status(400)) and caused_by_request(status(413)) and caused_by_request(status(422))
+    assert caused_by_request(InvalidRequestError("bad")) and caused_by_request(UnicodeEncodeError("utf-8", "", 0, 1, "x"))
+    # a wrong key, model or URL refuses everyone; overload and outages are the engine's
+    assert not any(caused_by_request(status(code)) for code in (401, 403, 404))
+    assert not caused_by_request(status(503, retryable=True)) and not caused_by_request(status(429, retryable=True))
+    assert not caused_by_request(BackendError("connection failed", retryable=True))
