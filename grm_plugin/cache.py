@@ -10,34 +10,54 @@ import secrets
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Generic, Hashable, TypeVar
+from typing import Any, Callable, Generic, Hashable, TypeVar
 
 V = TypeVar("V")
 
 
 class LRUCache(Generic[V]):
-    """Keeps the ``maxsize`` most recently used entries; ``maxsize=0`` keeps nothing."""
+    """Keeps the ``maxsize`` most recently used entries and, with ``max_bytes``, at most that many bytes of them as
+    ``weigh(value)`` estimates them (least recently used first out; an entry heavier than ``max_bytes`` alone is not
+    kept). ``maxsize=0`` keeps nothing.
 
-    def __init__(self, maxsize: int) -> None:
+    Example:
+        >>> cache = LRUCache(maxsize=10, max_bytes=8, weigh=len)
+        >>> cache.put("a", "12345"); cache.put("b", "123"); cache.put("c", "12")
+        >>> (cache.get("a"), cache.get("b"), cache.get("c"), cache.bytes)
+        (None, '123', '12', 5)
+    """
+
+    def __init__(self, maxsize: int, max_bytes: int | None = None, weigh: Callable[[V], int] | None = None) -> None:
+        if max_bytes is not None and weigh is None:
+            raise ValueError("LRUCache: max_bytes needs weigh (the size of one value)")
         self.maxsize = maxsize
-        self._data: OrderedDict[Hashable, V] = OrderedDict()
+        self.max_bytes = max_bytes
+        self.weigh = weigh
+        self.bytes = 0
+        self._data: OrderedDict[Hashable, tuple[V, int]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key: Hashable) -> V | None:
         with self._lock:
             if key in self._data:
                 self._data.move_to_end(key)
-                return self._data[key]
+                return self._data[key][0]
             return None
 
     def put(self, key: Hashable, value: V) -> None:
         if self.maxsize <= 0:
             return
+        size = self.weigh(value) if self.max_bytes is not None and self.weigh is not None else 0
+        if self.max_bytes is not None and size > self.max_bytes:
+            return
         with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
+            old = self._data.pop(key, None)
+            if old is not None:
+                self.bytes -= old[1]
+            self._data[key] = (value, size)
+            self.bytes += size
+            while len(self._data) > self.maxsize or (self.max_bytes is not None and self.bytes > self.max_bytes):
+                self.bytes -= self._data.popitem(last=False)[1][1]
 
     def __len__(self) -> int:
         return len(self._data)
@@ -45,6 +65,7 @@ class LRUCache(Generic[V]):
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
+            self.bytes = 0
 
 
 class JSONFolder:

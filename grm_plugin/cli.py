@@ -279,10 +279,15 @@ def evaluate(
 
 @app.command()
 def serve(
+    ctx: typer.Context,
     host: str = typer.Option("127.0.0.1", help="Interface to bind (127.0.0.1: this machine only; 0.0.0.0: all)."),
     port: int = typer.Option(8000, help="Port."),
     api_key: Optional[str] = typer.Option(None, envvar="GRM_SERVE_API_KEY",
-                                          help="Require 'Authorization: Bearer <key>' (env GRM_SERVE_API_KEY)."),
+                                          help="Require the key as 'Authorization: Bearer <key>' or '?api_key=<key>' "
+                                               "in the URL. Prefer the env GRM_SERVE_API_KEY or --api-key-file: a "
+                                               "command line is visible to every user of the machine (ps)."),
+    api_key_file: Optional[Path] = typer.Option(None, envvar="GRM_SERVE_API_KEY_FILE",
+                                                help="Read the API key from this file (first line)."),
     batch_window_ms: float = typer.Option(15.0, help="How long single rollouts are gathered into one judge batch."),
     max_batch: int = typer.Option(64, help="Most rollouts judged together."),
     max_items: int = typer.Option(1024, help="Most rollouts (or ScoreRequests) in one HTTP request."),
@@ -295,6 +300,11 @@ def serve(
                                                    "(default: the bottom of the score range: a judgement that cannot be read "
                                                    "is never a prize)."),
     workers: int = typer.Option(1, help="Server processes (each with its own micro-batcher and engine client)."),
+    max_queue_wait: float = typer.Option(60.0, help="Load shedding: answer 503 + Retry-After at once while a new "
+                                                    "rollout would wait longer than this many seconds."),
+    drain_timeout: float = typer.Option(30.0, help="Seconds in-flight requests may finish after SIGTERM/SIGINT/SIGHUP "
+                                                   "(a second signal exits at once)."),
+    max_connections: int = typer.Option(4096, help="Open connections beyond this get 503."),
     meta_rm: Optional[Path] = typer.Option(None, "--meta-rm", help="A local sequence-classification meta RM folder: "
                                            "guided voting for /get_reward and /v1/score, and POST /classify "
                                            "(vLLM's classification API) for remote HTTPMetaRM clients."),
@@ -312,10 +322,16 @@ def serve(
         from .server import ServeSettings
         from .server import serve as run
 
-        settings = ServeSettings(host=host, port=port, api_key=api_key, batch_window_ms=batch_window_ms,
-                                 max_batch=max_batch, max_items=max_items, max_body_bytes=max_body_bytes,
-                                 request_timeout_s=request_timeout, labels_as_reference=not no_label_reference,
-                                 invalid_reward=invalid_reward, workers=workers)
+        source = ctx.get_parameter_source("api_key")  # typer may bring its own click: compare by name
+        if api_key is not None and getattr(source, "name", None) == "COMMANDLINE":
+            typer.echo("warning: --api-key on the command line is visible to every user of this machine (ps); "
+                       "prefer GRM_SERVE_API_KEY or --api-key-file", err=True)
+        settings = ServeSettings(host=host, port=port, api_key=api_key, api_key_file=api_key_file,
+                                 batch_window_ms=batch_window_ms, max_batch=max_batch, max_items=max_items,
+                                 max_body_bytes=max_body_bytes, request_timeout_s=request_timeout,
+                                 labels_as_reference=not no_label_reference, invalid_reward=invalid_reward,
+                                 workers=workers, max_queue_wait_s=max_queue_wait, drain_timeout_s=drain_timeout,
+                                 max_connections=max_connections)
         if meta_rm is not None and workers > 1:
             raise _fail("error: --meta-rm runs with one worker (--workers 1)", 2)
         meta = _load_meta_rm(meta_rm)
@@ -325,7 +341,8 @@ def serve(
             judge = {"GRM_K": k, "GRM_MODEL": model, "GRM_BASE_URL": base_url, "GRM_MODE": mode,
                      "GRM_CONFIG_FILE": str(config_file.resolve()) if config_file else None}
             os.environ.update({name: str(value) for name, value in judge.items() if value is not None})
-            for name, value in settings.model_dump(exclude_none=True).items():
+            os.environ.pop("GRM_SERVE_API_KEY_FILE", None)  # the key itself is handed over, read once here
+            for name, value in settings.model_dump(exclude_none=True, exclude={"api_key_file"}).items():
                 if name == "api_key":
                     value = settings.api_key.get_secret_value()
                 os.environ[f"GRM_SERVE_{name.upper()}"] = str(value)

@@ -100,6 +100,8 @@ class GRMConfig(BaseSettings):
     on_no_valid: Union[Literal["none", "raise"], float] = Field(
         "none", description="Reward when no sample parses: 'none' (None), 'raise', or a fixed number.")
     cache_size: int = Field(4096, ge=0, description="Results kept in the LRU cache of identical requests (0 = off).")
+    cache_max_bytes: int = Field(256 * 1024 * 1024, ge=0, description="Most bytes the LRU cache holds (judgement "
+                                 "texts, estimated): long judgements of long requests evict the oldest sooner.")
     reference_column: str = Field("reference", description="Keyword (dataset column) holding reference answers.")
     principles_column: str = Field("principles", description="Keyword (dataset column) holding given principles.")
     on_engine_error: Literal["raise", "none"] = Field(

@@ -69,6 +69,9 @@ def format_validation_error(exc: "ValidationError", what: str) -> str:
     lines = []
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "(root)"
+        if field == "(root)" and err["type"] == "value_error":  # a model validator's message names its fields
+            lines.append(str(err["ctx"]["error"]) if "error" in err.get("ctx", {}) else err["msg"])
+            continue
         got = err.get("input")
         shown = repr(got)
         shown = shown if len(shown) <= 200 else f"{shown[:200]}... ({len(shown)} characters)"  # never echo megabytes

@@ -59,6 +59,12 @@ class _LoopState:
     inflight: dict[str, _Inflight] = field(default_factory=dict)
 
 
+def _result_bytes(result: ScoreResult) -> int:
+    """About how many bytes a cached ScoreResult holds: its judgements' texts, plus a little per number."""
+    texts = sum(len(j.text) + len(j.principles) + len(j.critique) + len(j.error or "") for j in result.judgements)
+    return 512 + texts + 64 * (len(result.rewards) + sum(len(j.scores or ()) for j in result.judgements))
+
+
 class GRMReward(RewardFunction):
     """The generative reward model: principles, critiques and 1-10 scores, voted over k samples.
 
@@ -107,7 +113,7 @@ class GRMReward(RewardFunction):
                 locate_embedded_gguf()  # EmbeddedModelMissingError naming the install command, not on first use
         self._backend_override = backend
         self._states: PerLoop[_LoopState] = PerLoop(lambda: _LoopState(self._backend_override or make_backend(config)))
-        self.cache: LRUCache[ScoreResult] = LRUCache(config.cache_size)
+        self.cache: LRUCache[ScoreResult] = LRUCache(config.cache_size, config.cache_max_bytes, weigh=_result_bytes)
         if meta_rm is not None and not callable(getattr(meta_rm, "arate", None)):
             raise ConfigError(f"meta_rm must be a MetaRM (an object with async arate(request, judgements)), got "
                               f"{type(meta_rm).__name__}")

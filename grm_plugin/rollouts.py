@@ -8,6 +8,7 @@ and the host adapters build on it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -64,13 +65,28 @@ class MicroBatcher:
         self.queue: asyncio.Queue[Rollout] = asyncio.Queue()
         self.worker: asyncio.Task | None = None
         self.running: set[asyncio.Task] = set()
+        self.pending = 0  # rollouts submitted and not answered yet
+        self._answered: collections.deque[tuple[float, int]] = collections.deque()  # (when, how many) per batch
 
     def start(self) -> None:
         """Start gathering (in the running event loop; the queue and the worker live in it)."""
         self.worker = asyncio.create_task(self._run(), name="grm-micro-batcher")
 
-    async def stop(self) -> None:
-        """Judge what is queued, wait for running batches, then stop."""
+    async def stop(self, timeout_s: float | None = None) -> None:
+        """Judge what is queued, wait for running batches, then stop; with ``timeout_s``, what is not judged by then
+        is cancelled (its waiters get CancelledError), so a hung engine cannot hold a shutdown."""
+        try:
+            await asyncio.wait_for(self._finish(), timeout_s)
+        except asyncio.TimeoutError:
+            logger.warning("shutdown: %d rollouts not judged within %g s were cancelled", self.pending, timeout_s)
+        finally:
+            for task in [self.worker, *self.running]:
+                if task is not None and not task.done():
+                    task.cancel()
+            while not self.queue.empty():
+                self.queue.get_nowait().future.cancel()
+
+    async def _finish(self) -> None:
         if self.worker is not None:
             while not self.queue.empty():
                 await asyncio.sleep(0.01)
@@ -83,7 +99,26 @@ class MicroBatcher:
     async def submit(self, rollouts: list[Rollout]) -> None:
         """Queue rollouts for the next window; their outcomes arrive on their futures."""
         for rollout in rollouts:
+            self.pending += 1
+            rollout.future.add_done_callback(self._answered_one)
             self.queue.put_nowait(rollout)
+
+    def _answered_one(self, _: asyncio.Future) -> None:
+        self.pending -= 1
+
+    def expected_wait_s(self, horizon_s: float = 10.0) -> float | None:
+        """How long a rollout submitted now should wait for its answer: the rollouts pending over the rate at which
+        rollouts were answered in the last ``horizon_s`` seconds; None before two batches were answered in it (no
+        rate yet, or idle)."""
+        now = time.perf_counter()
+        answered = self._answered
+        while answered and answered[0][0] < now - horizon_s:
+            answered.popleft()
+        if len(answered) < 2:
+            return None
+        span = max(now - answered[0][0], 1e-3)
+        rate = sum(count for _, count in answered) / span
+        return self.pending / rate if rate > 0 else None
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -121,6 +156,7 @@ class MicroBatcher:
                     rollout.future.set_exception(exc)
             return
         self._report(len(batch), judged)
+        self._answered.append((time.perf_counter(), len(batch)))
         for i, rollout in enumerate(batch):  # a failed request reaches only its own rollouts
             if not rollout.future.done():
                 error = judged.row_error(i)

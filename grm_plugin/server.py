@@ -20,18 +20,26 @@ import inspect
 import json
 import logging
 import math
+import os
 import re
 import time
+from pathlib import Path
 from typing import Any, Optional
+from urllib.parse import parse_qs
 
 try:
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, Response
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+    from prometheus_client import multiprocess as prometheus_multiprocess
+    from starlette.requests import ClientDisconnect
+
+    from .serving import METRICS_DIR_VARIABLE, redact_access_log
+    from .serving import run as run_uvicorn
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(f"`grm serve` needs the server extra: pip install 'grm-plugin[server]' ({exc})") from exc
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import GRMError, InvalidRequestError, caused_by_request, format_validation_error
@@ -53,7 +61,9 @@ class ServeSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    api_key: Optional[SecretStr] = None
+    api_key: Optional[SecretStr] = Field(None, description="Required as 'Authorization: Bearer <key>' or, for clients "
+                                                           "that send no headers (OpenRLHF), as '?api_key=<key>'.")
+    api_key_file: Optional[Path] = Field(None, description="A file holding the API key (read once at start).")
     batch_window_ms: float = Field(15.0, ge=0, description="How long rollouts are gathered before judging.")
     max_batch: int = Field(64, ge=1, description="Most rollouts judged together.")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
@@ -62,6 +72,18 @@ class ServeSettings(BaseSettings):
                                                      "prompt shows them all; the work grows with their number).")
     request_timeout_s: float = Field(170.0, gt=0, description="A request not judged by then gets a 503 (below "
                                                               "OpenRLHF's 180 s client timeout, so its client sees it).")
+    max_queue_wait_s: float = Field(60.0, gt=0, description="Load shedding: while a new rollout would wait longer "
+                                    "than this (rollouts pending / rollouts judged per second lately), /get_reward "
+                                    "answers 503 with Retry-After at once instead of queueing it.")
+    max_pending: int = Field(16384, ge=1, description="Most rollouts admitted and not answered yet (then 503).")
+    header_timeout_s: float = Field(10.0, gt=0, description="A request's headers must arrive within this (408).")
+    max_header_bytes: int = Field(64 * 1024, ge=1024, description="Largest request header block (431).")
+    body_timeout_s: float = Field(30.0, gt=0, description="A request's body must arrive within this (408).")
+    max_connections: int = Field(4096, ge=1, description="Open connections beyond this get 503 (uvicorn's "
+                                                         "limit_concurrency); the open-files limit is raised for it.")
+    drain_timeout_s: float = Field(30.0, gt=0, description="On SIGTERM/SIGINT/SIGHUP, how long in-flight requests "
+                                                           "may finish before they are cancelled (a second signal "
+                                                           "exits at once).")
     labels_as_reference: bool = Field(True, description="Non-empty OpenRLHF labels become the reference answer.")
     invalid_reward: Optional[float] = Field(
         None, description="Reward when no judgement parses; None: the bottom of the score range (score 0).")
@@ -69,6 +91,22 @@ class ServeSettings(BaseSettings):
     workers: int = Field(1, ge=1, description="Server processes (uvicorn workers), each with its own micro-batcher.")
     tune_gc: bool = Field(True, description="Freeze the objects alive at startup (gc.freeze) and run full garbage "
                                             "collections less often while serving: shorter event-loop pauses.")
+
+    @model_validator(mode="after")
+    def _key_from_file(self) -> "ServeSettings":
+        if self.api_key_file is not None:
+            if self.api_key is not None:
+                raise ValueError("api_key_file: give the key either directly or in a file, not both")
+            try:
+                key = self.api_key_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(f"api_key_file: cannot read {self.api_key_file} ({exc.strerror})") from None
+            if not key:
+                raise ValueError(f"api_key_file: {self.api_key_file} is empty")
+            self.api_key = SecretStr(key)
+        if self.api_key is not None and not self.api_key.get_secret_value():
+            raise ValueError("api_key: empty (leave it unset to serve without a key)")
+        return self
 
 
 class GetRewardBody(BaseModel):
@@ -95,9 +133,12 @@ class GetRewardBody(BaseModel):
 
 
 class Metrics:
-    """The server's Prometheus metrics (one registry per app)."""
+    """The server's Prometheus metrics (one registry per app). Under ``--workers`` (prometheus_client's multiprocess
+    mode, ``PROMETHEUS_MULTIPROC_DIR`` set before the workers start) every worker writes its samples to that folder
+    and ``render`` sums them over the workers, the ones gone included: counters never go backwards."""
 
     def __init__(self) -> None:
+        self.multiprocess = bool(os.environ.get(METRICS_DIR_VARIABLE))
         self.registry = CollectorRegistry()
         self.requests = Counter("grm_requests", "HTTP requests by endpoint and status",
                                 ["endpoint", "status"], registry=self.registry)
@@ -110,7 +151,10 @@ class Metrics:
         self.valid_samples = Counter("grm_judge_valid_samples", "Judgements that parsed", registry=self.registry)
         self.engine_errors = Counter("grm_engine_errors", "Micro-batches failed by the engine",
                                      registry=self.registry)
-        self.inflight = Gauge("grm_inflight_requests", "Requests being served", registry=self.registry)
+        self.inflight = Gauge("grm_inflight_requests", "Requests being served", registry=self.registry,
+                              multiprocess_mode="livesum")
+        self.shed = Counter("grm_shed_rollouts", "Rollouts refused with 503 + Retry-After by load shedding",
+                            registry=self.registry)
         self.added = Histogram("grm_added_seconds", "Time a /get_reward request spent in the server outside the "
                                "judge engine call of its micro-batch (window, queueing, parsing, voting)",
                                buckets=(0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1, 5),
@@ -141,10 +185,20 @@ class Metrics:
                 self.valid_samples.inc(result.valid_samples)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        prometheus_multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+
+    def close(self) -> None:
+        """This process stops serving: its live gauges leave the sum (its counters stay in it)."""
+        if self.multiprocess:
+            prometheus_multiprocess.mark_process_dead(os.getpid())
 
 
 _ENDPOINTS = frozenset({"/get_reward", "/v1/score", "/health", "/metrics"})
+CLIENT_CLOSED = 499  # nginx's status for "the client closed the connection before the answer": counted, not an error
 
 
 class _Guard:
@@ -158,11 +212,17 @@ class _Guard:
         self.key = key.encode() if key is not None else None
 
     def authorized(self, scope: dict) -> bool:
-        """Whether the request carries ``Authorization: Bearer <key>`` (the scheme in any case; the key compared in
-        constant time)."""
+        """Whether the request carries ``Authorization: Bearer <key>`` (the scheme in any case) or, for clients that
+        send no headers (OpenRLHF), the query parameter ``api_key=<key>``; the key compared in constant time."""
         value = dict(scope.get("headers") or []).get(b"authorization", b"")
         scheme, _, token = value.strip().partition(b" ")
-        return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key or b"")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key or b""):
+            return True
+        query = scope.get("query_string") or b""
+        if b"api_key=" not in query:
+            return False
+        given = parse_qs(query.decode("latin-1"), max_num_fields=16).get("api_key", [""])[-1]
+        return hmac.compare_digest(given.encode("latin-1", "replace"), self.key or b"")
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -183,11 +243,19 @@ class _Guard:
                 authorized = self.authorized(scope)
                 scope.setdefault("state", {})["authorized"] = authorized  # /health says more to the key's holder
                 if not authorized and endpoint != "/health":
-                    response = _error(401, "missing or wrong bearer token (Authorization: Bearer <api key>)")
+                    response = _error(401, "missing or wrong API key (Authorization: Bearer <key>, or ?api_key=<key> "
+                                           "in the URL for clients that send no headers)")
                     await response(scope, receive, send_and_record)
                     return
             try:
                 await self.app(scope, receive, send_and_record)
+            except ClientDisconnect:  # the client went away mid-body: nothing to answer, and not our error
+                logger.debug("client disconnected before sending the whole body of %s", endpoint)
+                state["status"] = CLIENT_CLOSED
+            except asyncio.CancelledError:  # shutdown's drain time ran out
+                if not state["sent"]:
+                    state["status"] = 503
+                raise
             except Exception as exc:  # a bug: still an answer, never a dropped connection
                 logger.exception("unhandled error on %s", endpoint)
                 if not state["sent"]:
@@ -201,20 +269,33 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": {"message": message, **extra}}, status_code=status)
 
 
-async def _read_json(request: Request, limit: int) -> Any:
-    """The request body as JSON, or an InvalidRequestError-like tuple (status, message)."""
+async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The request body, refused (413) beyond ``limit`` bytes and (408) when it does not arrive within
+    ``timeout_s``: a client that stalls mid-body never holds its connection."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _BadRequest(413, f"body of {declared} bytes exceeds the limit of {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _BadRequest(413, f"body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+
+    async def read() -> bytes:
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _BadRequest(413, f"body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    try:
+        raw = await asyncio.wait_for(read(), timeout_s)
+    except asyncio.TimeoutError:
+        raise _BadRequest(408, f"body not received within {timeout_s:g} s") from None
     if not raw:
         raise _BadRequest(422, "empty body: expected a JSON object")
+    return raw
+
+
+def _decode_json(raw: bytes) -> Any:
+    """The body as JSON, or a _BadRequest naming what is wrong with it."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -227,6 +308,17 @@ async def _read_json(request: Request, limit: int) -> Any:
         raise _BadRequest(422, "body is nested too deeply (JSON arrays/objects inside each other)") from None
     except ValueError as exc:
         raise _BadRequest(422, f"body is not acceptable JSON: {exc}") from None
+
+
+OFF_LOOP_BYTES = 256 * 1024  # bodies from this size are decoded and validated in a thread: /health keeps answering
+
+
+async def _parsed(raw: bytes, parse: Any) -> Any:
+    """``parse(raw)``, in a worker thread for a large body (JSON decoding and validation of megabytes take tens of
+    milliseconds of CPU that would otherwise stall every other request)."""
+    if len(raw) < OFF_LOOP_BYTES:
+        return parse(raw)
+    return await asyncio.to_thread(parse, raw)
 
 
 MAX_INT_DIGITS = 100
@@ -265,10 +357,14 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None, me
             gc.freeze()
             gc.set_threshold(threshold[0], threshold[1], 100)
         batcher.start()
+        redact_access_log()
         try:
             yield
         finally:
-            await batcher.stop()  # uvicorn has drained in-flight requests by now; finish what is queued
+            # uvicorn has drained in-flight requests by now (for at most drain_timeout_s): what the batcher still
+            # holds has nobody waiting, so a hung engine gets one more second, not the engine's own timeout.
+            await batcher.stop(timeout_s=1.0)
+            metrics.close()
             if settings.tune_gc:
                 gc.set_threshold(*threshold)
                 gc.unfreeze()
@@ -284,45 +380,70 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None, me
     async def health(request: Request) -> dict[str, Any]:
         if settings.api_key is not None and not getattr(request.state, "authorized", False):
             return {"status": "ok"}  # without the key: up or not, nothing about the judge
-        return {"status": "ok", "reward": repr(reward), "queued": batcher.queue.qsize(),
-                "running_batches": len(batcher.running)}
+        wait = batcher.expected_wait_s()
+        return {"status": "ok", "reward": repr(reward), "queued": batcher.queue.qsize(), "pending": batcher.pending,
+                "running_batches": len(batcher.running), "expected_wait_s": None if wait is None else round(wait, 3)}
 
     @app.get("/metrics")
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    def parse_get_reward(raw: bytes) -> list[tuple[str, str, Optional[str]]]:
+        """OpenRLHF's body -> (prompt, response, label) per rollout, or a _BadRequest naming the field."""
+        payload = _decode_json(raw)
+        if not isinstance(payload, dict):
+            raise _BadRequest(422, f"body must be a JSON object with query, prompts and labels, got "
+                                   f"{type(payload).__name__}")
+        for key in ("query", "prompts", "labels"):
+            value = payload.get(key)
+            if isinstance(value, list) and len(value) > settings.max_items:
+                raise _BadRequest(413, f"{key}: {len(value)} items exceed the limit of {settings.max_items}")
+        try:
+            body = GetRewardBody.model_validate(payload)
+        except ValidationError as exc:
+            raise _BadRequest(422, format_validation_error(exc, "get_reward body")) from None
+        n = len(body.query)
+        if len(body.prompts) != n:
+            raise _BadRequest(422, f"prompts: {len(body.prompts)} items, expected one per query ({n})")
+        labels = body.labels if body.labels is not None else [None] * n
+        if len(labels) != n:
+            raise _BadRequest(422, f"labels: {len(labels)} items, expected one per query ({n}) or none")
+        rows = []
+        for i, (query, prompt, label) in enumerate(zip(body.query, body.prompts, labels)):
+            try:
+                response = response_of(query, prompt, i, settings.strip_end_tokens)
+            except ValueError as exc:
+                raise _BadRequest(422, str(exc)) from None
+            rows.append((prompt, response, (label or None) if settings.labels_as_reference else None))
+        return rows
+
+    def overloaded(n: int) -> JSONResponse | None:
+        """Load shedding: a 503 with Retry-After when ``n`` more rollouts would wait past ``max_queue_wait_s`` (or
+        exceed ``max_pending``); None when they are admitted."""
+        wait = batcher.expected_wait_s()
+        if batcher.pending + n <= settings.max_pending and (wait is None or wait <= settings.max_queue_wait_s):
+            return None
+        metrics.shed.inc(n)
+        retry_after = max(1, math.ceil((wait or settings.max_queue_wait_s) - settings.max_queue_wait_s))
+        reason = (f"expected wait {wait:.0f} s exceeds {settings.max_queue_wait_s:g} s" if wait is not None
+                  and wait > settings.max_queue_wait_s else f"{batcher.pending} rollouts pending (limit "
+                                                            f"{settings.max_pending})")
+        response = _error(503, f"overloaded, retry later: {reason}", retryable=True)
+        response.headers["Retry-After"] = str(retry_after)
+        return response
+
     async def get_reward(request: Request) -> JSONResponse:
         arrived = time.perf_counter()
         try:
-            payload = await _read_json(request, settings.max_body_bytes)
-            if not isinstance(payload, dict):
-                raise _BadRequest(422, f"body must be a JSON object with query, prompts and labels, got "
-                                       f"{type(payload).__name__}")
-            for key in ("query", "prompts", "labels"):
-                value = payload.get(key)
-                if isinstance(value, list) and len(value) > settings.max_items:
-                    raise _BadRequest(413, f"{key}: {len(value)} items exceed the limit of {settings.max_items}")
-            try:
-                body = GetRewardBody.model_validate(payload)
-            except ValidationError as exc:
-                raise _BadRequest(422, format_validation_error(exc, "get_reward body")) from None
-            n = len(body.query)
-            if len(body.prompts) != n:
-                raise _BadRequest(422, f"prompts: {len(body.prompts)} items, expected one per query ({n})")
-            labels = body.labels if body.labels is not None else [None] * n
-            if len(labels) != n:
-                raise _BadRequest(422, f"labels: {len(labels)} items, expected one per query ({n}) or none")
-            rollouts = []
-            loop = asyncio.get_running_loop()
-            for i, (query, prompt, label) in enumerate(zip(body.query, body.prompts, labels)):
-                try:
-                    response = response_of(query, prompt, i, settings.strip_end_tokens)
-                except ValueError as exc:
-                    raise _BadRequest(422, str(exc)) from None
-                rollouts.append(Rollout(prompt, response, (label or None) if settings.labels_as_reference
-                                         else None, loop.create_future()))
+            raw = await _read_body(request, settings.max_body_bytes, settings.body_timeout_s)
+            rows = await _parsed(raw, parse_get_reward)
         except _BadRequest as bad:
             return _error(bad.status, bad.message)
+        shed = overloaded(len(rows))
+        if shed is not None:
+            return shed
+        loop = asyncio.get_running_loop()
+        rollouts = [Rollout(prompt, response, label, loop.create_future()) for prompt, response, label in rows]
         await batcher.submit(rollouts)
         try:
             outcomes = await asyncio.wait_for(asyncio.gather(*(r.future for r in rollouts)),
@@ -332,6 +453,10 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None, me
                 if not rollout.future.done():
                     rollout.future.cancel()
             return _error(503, f"the judge did not answer within {settings.request_timeout_s:g} s", retryable=True)
+        except asyncio.CancelledError:
+            for rollout in rollouts:
+                rollout.future.cancel()
+            raise
         except Exception as exc:
             for rollout in rollouts:
                 if not rollout.future.done():
@@ -349,24 +474,30 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None, me
         return JSONResponse(reply, headers={"X-GRM-Judge-Seconds": f"{judge_seconds:.6f}",
                                             "X-GRM-Wait-Seconds": f"{waited:.6f}"})
 
+    def parse_score(raw: bytes) -> list[ScoreRequest]:
+        """A /v1/score body -> ScoreRequests, or a _BadRequest naming the field."""
+        payload = _decode_json(raw)
+        items = payload.get("requests") if isinstance(payload, dict) else payload
+        if not isinstance(items, list) or not items:
+            raise _BadRequest(422, "body must be a non-empty list of ScoreRequests (or {\"requests\": [...]})")
+        if len(items) > settings.max_items:
+            raise _BadRequest(413, f"requests: {len(items)} items exceed the limit of {settings.max_items}")
+        requests = []
+        for i, item in enumerate(items):
+            responses = item.get("responses") if isinstance(item, dict) else None
+            if isinstance(responses, list) and len(responses) > settings.max_responses:
+                raise _BadRequest(413, f"requests[{i}].responses: {len(responses)} responses exceed the limit of "
+                                       f"{settings.max_responses} per request (GRM_SERVE_MAX_RESPONSES)")
+            try:
+                requests.append(ScoreRequest.model_validate(item))
+            except ValidationError as exc:
+                raise _BadRequest(422, format_validation_error(exc, f"requests[{i}]")) from None
+        return requests
+
     async def score(request: Request) -> JSONResponse:
         try:
-            payload = await _read_json(request, settings.max_body_bytes)
-            items = payload.get("requests") if isinstance(payload, dict) else payload
-            if not isinstance(items, list) or not items:
-                raise _BadRequest(422, "body must be a non-empty list of ScoreRequests (or {\"requests\": [...]})")
-            if len(items) > settings.max_items:
-                raise _BadRequest(413, f"requests: {len(items)} items exceed the limit of {settings.max_items}")
-            requests = []
-            for i, item in enumerate(items):
-                responses = item.get("responses") if isinstance(item, dict) else None
-                if isinstance(responses, list) and len(responses) > settings.max_responses:
-                    raise _BadRequest(413, f"requests[{i}].responses: {len(responses)} responses exceed the limit of "
-                                           f"{settings.max_responses} per request (GRM_SERVE_MAX_RESPONSES)")
-                try:
-                    requests.append(ScoreRequest.model_validate(item))
-                except ValidationError as exc:
-                    raise _BadRequest(422, format_validation_error(exc, f"requests[{i}]")) from None
+            raw = await _read_body(request, settings.max_body_bytes, settings.body_timeout_s)
+            requests = await _parsed(raw, parse_score)
         except _BadRequest as bad:
             return _error(bad.status, bad.message)
         try:
@@ -382,7 +513,7 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None, me
 
     async def classify(request: Request) -> JSONResponse:
         try:
-            payload = await _read_json(request, settings.max_body_bytes)
+            payload = _decode_json(await _read_body(request, settings.max_body_bytes, settings.body_timeout_s))
             texts = payload.get("input") if isinstance(payload, dict) else None
             texts = [texts] if isinstance(texts, str) else texts
             if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
@@ -415,17 +546,14 @@ def app_from_env() -> FastAPI:
 
 
 def serve(reward: RewardFunction, settings: ServeSettings, meta_rm: Any = None) -> None:
-    """Run the server until interrupted (SIGINT/SIGTERM drain in-flight requests first). With ``workers > 1`` each
-    uvicorn worker process rebuilds the reward from the environment (``app_from_env``), so pass the judge's
-    configuration as GRM_* variables or a config file (the CLI does that for its options)."""
-    import uvicorn
-
-    kwargs = dict(host=settings.host, port=settings.port, log_level="info",
-                  timeout_graceful_shutdown=int(math.ceil(settings.request_timeout_s)))
+    """Run the server until a signal stops it (SIGINT, SIGTERM or SIGHUP drain in-flight requests for at most
+    ``drain_timeout_s``; a second signal exits at once), with the connection protections of ``serving``. With
+    ``workers > 1`` each uvicorn worker process rebuilds the reward from the environment (``app_from_env``), so pass
+    the judge's configuration as GRM_* variables or a config file (the CLI does that for its options)."""
     if settings.workers > 1:
-        uvicorn.run("grm_plugin.server:app_from_env", factory=True, workers=settings.workers, **kwargs)
+        run_uvicorn("grm_plugin.server:app_from_env", settings)
     else:
-        uvicorn.run(create_app(reward, settings, meta_rm), **kwargs)
+        run_uvicorn(create_app(reward, settings, meta_rm), settings)
 
 
 __all__ = ["GetRewardBody", "ServeSettings", "app_from_env", "create_app", "serve"]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -11,6 +14,7 @@ import httpx
 import uvicorn
 
 from grm_plugin.server import ServeSettings, create_app
+from grm_plugin.serving import uvicorn_config
 
 
 class Server:
@@ -22,7 +26,7 @@ class Server:
         self.port = sock.getsockname()[1]
         self.settings = ServeSettings(port=self.port, **settings)
         self.app = create_app(reward, self.settings, meta_rm)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="on"))
+        self.server = uvicorn.Server(uvicorn_config(self.app, self.settings, log_level="warning", lifespan="on"))
         self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve(sockets=[sock])), daemon=True)
 
     @property
@@ -47,3 +51,25 @@ class Server:
             if line.startswith(name) and not line.startswith("#"):
                 total += float(line.rsplit(" ", 1)[1])
         return total
+
+
+def grm_serve(*args: str) -> tuple[subprocess.Popen, str]:
+    """`grm serve ARGS` in its own process on a free port (no GRM_* or PROMETHEUS_* variables of ours leak into it),
+    once its /health answers: the process (stdout and stderr together) and its URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GRM_", "PROMETHEUS_"))}
+    process = subprocess.Popen([sys.executable, "-m", "grm_plugin.cli", "serve", "--port", str(port), *args],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        assert process.poll() is None, process.stdout.read()
+        assert time.monotonic() < deadline, "grm serve did not come up"
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.1)

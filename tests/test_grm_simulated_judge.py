@@ -113,6 +113,17 @@ def test_identical_requests_are_served_from_the_cache_without_engine_calls(sim_j
     assert sim_judge.stats()["requests"] > calls
 
 
+def test_the_cache_is_bounded_in_bytes_as_well_as_entries(sim_judge):
+    reward = reward_for(sim_judge, k=2, cache_max_bytes=12_000)
+    requests = [ScoreRequest(prompt=f"question {i}", responses=[with_quality("x" * 1500, 7), with_quality("y", 3)])
+                for i in range(20)]
+    reward.score(requests)
+    assert reward.cache.bytes <= 12_000 and 0 < len(reward.cache) < 20  # the oldest went, the newest stay
+    calls = sim_judge.stats()["requests"]
+    assert reward.score(requests[-1:])[0].cached and sim_judge.stats()["requests"] == calls
+    assert not reward.score(requests[:1])[0].cached
+
+
 def test_duplicates_within_a_batch_are_judged_once(sim_judge):
     results = reward_for(sim_judge, k=2, shuffle=False, cache_size=0).score([pair(), pair(), pair()])
     assert sim_judge.stats()["requests"] == 1 and len({tuple(r.rewards) for r in results}) == 1

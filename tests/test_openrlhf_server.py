@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 
 import httpx
 import pytest
@@ -15,7 +14,7 @@ pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 agent = pytest.importorskip("openrlhf.utils.agent")
 
-from served_app import Server  # noqa: E402
+from served_app import Server, grm_serve  # noqa: E402
 
 from grm_plugin import GRMReward  # noqa: E402
 from grm_plugin.testing.simulated_judge import SimulatedJudge, with_quality  # noqa: E402
@@ -226,32 +225,8 @@ def test_metrics_are_prometheus_text(server):
 # --- the `grm serve` command: workers and graceful shutdown -----------------------------------------------------------
 
 
-def _grm_serve(*args: str):
-    import os
-    import subprocess
-    import sys
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GRM_")}
-    process = subprocess.Popen([sys.executable, "-m", "grm_plugin.cli", "serve", "--port", str(port), *args],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, process.stdout.read()
-        assert time.monotonic() < deadline, "grm serve did not come up"
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-
-
 def test_grm_serve_workers_answer_requests_and_report_the_judge_time(judge):
-    process, url = _grm_serve("--base-url", judge.base_url, "--model", "sim", "--k", "2", "--workers", "2")
+    process, url = grm_serve("--base-url", judge.base_url, "--model", "sim", "--k", "2", "--workers", "2")
     try:
         responses = [httpx.post(f"{url}/get_reward", json=GOOD, timeout=30) for _ in range(6)]
         assert all(r.status_code == 200 and len(r.json()["rewards"]) == 1 for r in responses)
@@ -265,7 +240,7 @@ def test_sigterm_drains_in_flight_requests_before_exiting():
     import signal
 
     with SimulatedJudge(noise=0.0, seed=0, delay_s=1.0) as slow:
-        process, url = _grm_serve("--base-url", slow.base_url, "--model", "sim", "--k", "1")
+        process, url = grm_serve("--base-url", slow.base_url, "--model", "sim", "--k", "1")
 
         async def in_flight():
             async with httpx.AsyncClient(timeout=30) as client:
