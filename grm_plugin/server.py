@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 import hmac
 import inspect
 import json
@@ -42,6 +43,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .cache import LRUCache
 from .errors import GRMError, InvalidRequestError, caused_by_request, format_validation_error
 from .meta_rm import classify_reply
 from .reward import RewardFunction, RowJudgements
@@ -331,6 +333,11 @@ def _bounded_int(digits: str) -> int:
     return int(digits)
 
 
+def _digest(row: tuple[str, str, Optional[str]]) -> str:
+    """A rollout's (prompt, response, label) as a short key."""
+    return hashlib.sha256(json.dumps(row).encode("utf-8", "surrogatepass")).hexdigest()
+
+
 class _BadRequest(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -344,6 +351,7 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None, me
     settings = settings or ServeSettings()
     metrics = Metrics()
     batcher = MicroBatcher(reward, settings.batch_window_ms / 1000, settings.max_batch, on_batch=metrics.judged_batch)
+    culprits: LRUCache[str] = LRUCache(1024)  # rollouts the judge refused for their content -> the 422 they got
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -439,6 +447,9 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None, me
             rows = await _parsed(raw, parse_get_reward)
         except _BadRequest as bad:
             return _error(bad.status, bad.message)
+        known = next((culprits.get(_digest(row)) for row in rows if culprits.get(_digest(row)) is not None), None)
+        if known is not None:  # refused before: OpenRLHF's client retries a 422 five times, the judge once is enough
+            return _error(422, known, retryable=False)
         shed = overloaded(len(rows))
         if shed is not None:
             return shed
@@ -462,7 +473,10 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None, me
                 if not rollout.future.done():
                     rollout.future.cancel()
             if caused_by_request(exc):  # this rollout's own content: retrying it cannot help, and nobody else failed
-                return _error(422, f"the judge could not judge this rollout: {str(exc)[:500]}", retryable=False)
+                message = f"the judge could not judge this rollout: {str(exc)[:500]}"
+                if len(rows) == 1:
+                    culprits.put(_digest(rows[0]), message)
+                return _error(422, message, retryable=False)
             if isinstance(exc, GRMError):
                 return _error(503, f"judge engine failed: {exc}", retryable=True)
             raise

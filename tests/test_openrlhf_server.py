@@ -338,6 +338,11 @@ def test_a_rollout_the_engine_refuses_fails_alone_through_openrlhfs_client(judge
             outcomes = asyncio.run(via_client())
             assert all(isinstance(o, list) and o[0]["rewards"] == [6.0] for o in outcomes[:15]), outcomes[:15]
             assert isinstance(outcomes[15], RuntimeError)
+            # the refusal is remembered: the client's retries of the culprit are answered 422 without judging it again
+            seen = judge.stats()["requests"]
+            again = httpx.post(url, json={"query": [PROMPT + "TOO-LONG"], "prompts": [PROMPT]}, timeout=30)
+            assert again.status_code == 422 and "maximum context length" in again.text
+            assert judge.stats()["requests"] == seen
     finally:
         judge.state.settings.refuse_containing = None
 
