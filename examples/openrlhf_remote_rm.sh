@@ -2,8 +2,8 @@
 # OpenRLHF PPO/GRPO with grm-plugin as the remote reward model.
 #
 #   1. a judge engine: vLLM (or SGLang) serving a GRM, data-parallel over the GPUs you give it
-#   2. `grm serve` in front of it: micro-batches OpenRLHF's single-rollout requests and judges the rollouts of one
-#      prompt together, k samples each, voting
+#   2. `grm serve` in front of it: holds OpenRLHF's single-rollout requests until a prompt's N_SAMPLES rollouts
+#      have arrived (or --group-wait seconds passed) and judges them together, k samples each, voting
 #   3. OpenRLHF pointed at it with --reward.remote_url
 #
 # Offline smoke run on one machine without GPUs: JUDGE=simulated runs the simulated judge (an OpenAI-compatible
@@ -13,6 +13,8 @@ set -euo pipefail
 JUDGE="${JUDGE:-vllm}"
 GRM_PORT="${GRM_PORT:-8000}"
 JUDGE_PORT="${JUDGE_PORT:-8001}"
+# Rollouts per prompt: OpenRLHF's --rollout.n_samples_per_prompt and grm's --group-size (the smoke run sends one).
+if [[ "$JUDGE" == "simulated" ]]; then N_SAMPLES="${N_SAMPLES:-1}"; else N_SAMPLES="${N_SAMPLES:-8}"; fi
 
 if [[ "$JUDGE" == "simulated" ]]; then
   grm simulate-judge --port "$JUDGE_PORT" & judge_pid=$!
@@ -25,7 +27,7 @@ trap 'kill $judge_pid ${grm_pid:-} 2>/dev/null || true' EXIT
 
 # Several replicas scale out: start one per judge deployment and list them all in --reward.remote_url.
 grm serve --base-url "http://127.0.0.1:$JUDGE_PORT/v1" --model "$MODEL" --k "${K:-4}" --port "$GRM_PORT" \
-  --batch-window-ms 15 --max-batch 64 & grm_pid=$!
+  --group-size "$N_SAMPLES" --group-wait 60 --batch-window-ms 15 --max-batch 64 & grm_pid=$!
 until curl -sf "http://127.0.0.1:$GRM_PORT/health" >/dev/null; do sleep 1; done
 
 if [[ "$JUDGE" == "simulated" ]]; then
@@ -43,6 +45,6 @@ fi
 # OpenRLHF 0.11 (the policy on its own GPUs); the rest of your usual flags go here.
 python -m openrlhf.cli.train_ppo_ray \
   --pretrain Qwen/Qwen2.5-7B-Instruct \
-  --reward.remote_url "http://127.0.0.1:$GRM_PORT/get_reward" \
+  --reward.remote_url "http://127.0.0.1:$GRM_PORT/get_reward" --rollout.n_samples_per_prompt "$N_SAMPLES" \
   --prompt_data your/prompt-dataset --input_key prompt --label_key answer --apply_chat_template \
   "$@"

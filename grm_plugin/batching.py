@@ -68,8 +68,10 @@ def rows_to_requests(
     max_responses_per_call: int = 8,
     references: Sequence[Any] | None = None,
     principles: Sequence[Any] | None = None,
+    cohorts: Sequence[Any] | None = None,
 ) -> tuple[list[ScoreRequest], list[RowSlot]]:
-    """Build ScoreRequests from rows; returns the requests and, per row, where its reward will be.
+    """Build ScoreRequests from rows; returns the requests and, per row, where its reward will be. In group mode rows
+    are judged together when they share prompt, reference, principles and (if given) ``cohorts`` entry (one hashable per row).
 
     Example:
         >>> reqs, slots = rows_to_requests(["q", "q", "r"], ["a", "b", "c"])
@@ -87,7 +89,8 @@ def rows_to_requests(
         if mode == "pointwise":
             groups[str(row)] = [row]
         else:
-            key = json.dumps([prompts[row], references[row], principles[row]], sort_keys=True, default=str)
+            cohort = cohorts[row] if cohorts is not None else None
+            key = json.dumps([prompts[row], references[row], principles[row], cohort], sort_keys=True, default=str)
             groups.setdefault(key, []).append(row)
     requests: list[ScoreRequest] = []
     slots: list[RowSlot | None] = [None] * n

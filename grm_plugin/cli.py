@@ -289,6 +289,13 @@ def serve(
     api_key_file: Optional[Path] = typer.Option(None, envvar="GRM_SERVE_API_KEY_FILE",
                                                 help="Read the API key from this file (first line)."),
     batch_window_ms: float = typer.Option(15.0, help="How long single rollouts are gathered into one judge batch."),
+    group_size: str = typer.Option("auto", envvar="GRM_SERVE_GROUP_SIZE",
+                                   help="Rollouts per prompt (OpenRLHF's n_samples_per_prompt): a prompt's rollouts "
+                                        "are held until that many arrived and judged together; 'auto' learns it; 1 "
+                                        "judges each rollout alone."),
+    group_wait: float = typer.Option(60.0, envvar="GRM_SERVE_GROUP_WAIT_S",
+                                     help="Seconds a prompt's first rollout waits for the rest of its group before the "
+                                          "group is judged with what it has."),
     max_batch: int = typer.Option(64, help="Most rollouts judged together."),
     max_items: int = typer.Option(1024, help="Most rollouts (or ScoreRequests) in one HTTP request."),
     max_body_bytes: int = typer.Option(8 * 1024 * 1024, help="Largest accepted request body."),
@@ -327,7 +334,8 @@ def serve(
             typer.echo("warning: --api-key on the command line is visible to every user of this machine (ps); "
                        "prefer GRM_SERVE_API_KEY or --api-key-file", err=True)
         settings = ServeSettings(host=host, port=port, api_key=api_key, api_key_file=api_key_file,
-                                 batch_window_ms=batch_window_ms, max_batch=max_batch, max_items=max_items,
+                                 batch_window_ms=batch_window_ms, group_size=group_size, group_wait_s=group_wait,
+                                 max_batch=max_batch, max_items=max_items,
                                  max_body_bytes=max_body_bytes, request_timeout_s=request_timeout,
                                  labels_as_reference=not no_label_reference, invalid_reward=invalid_reward,
                                  workers=workers, max_queue_wait_s=max_queue_wait, drain_timeout_s=drain_timeout,

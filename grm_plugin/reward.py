@@ -119,9 +119,10 @@ class RewardFunction(ABC):
                 for outcome in await asyncio.gather(*(self.ascore([r]) for r in requests), return_exceptions=True)]
 
     async def ajudge_rows(self, prompts: Sequence[Any], completions: Sequence[Any], *, isolate: bool = False,
-                          **kwargs: Any) -> RowJudgements:
+                          cohorts: Sequence[Any] | None = None, **kwargs: Any) -> RowJudgements:
         """Judge a host's rows of (prompt, completion): group or pointwise as configured, with the reference and
-        principles columns from ``kwargs``; the full results, for adapters that log more than rewards.
+        principles columns from ``kwargs``; the full results, for adapters that log more than rewards. ``cohorts``
+        (one hashable per row) keeps rows of one prompt in separate judge requests when their cohorts differ.
 
         With ``isolate``, a request that fails does not fail the others: its rows get ``row_error``, and a group
         that failed because of one member's content (``errors.caused_by_request``) is judged again row by row, so
@@ -134,6 +135,7 @@ class RewardFunction(ABC):
             max_responses_per_call=self.max_responses_per_call,
             references=column(kwargs, self.reference_column, n),
             principles=column(kwargs, self.principles_column, n),
+            cohorts=cohorts,
         )
         started = time.perf_counter()
         if not isolate:

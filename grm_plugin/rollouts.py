@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence, Union
 
+from .cohorts import ClosedCallback, Cohorts, GroupSize, GroupSizeSetting, cohort_key
 from .reward import RewardFunction, RowJudgements
 from .voting import unit_score
 
@@ -30,13 +31,15 @@ BatchCallback = Callable[[int, Union[RowJudgements, BaseException]], None]
 
 @dataclass
 class Rollout:
-    """One rollout waiting in the MicroBatcher: its prompt and response text, the label (a reference answer or None)
-    and the future its (RowJudgements, row, dispatched-at) outcome is set on."""
+    """One rollout waiting in the MicroBatcher: its prompt (text or chat messages) and response text, the label (a
+    reference answer or None) and the future its (RowJudgements, row, dispatched-at) outcome is set on; ``group`` is
+    the cohort it is judged with (set by the batcher)."""
 
-    prompt: str
+    prompt: Any
     response: str
     label: Optional[str]
     future: asyncio.Future = field(repr=False)
+    group: Optional[int] = None
 
 
 class MicroBatcher:
@@ -44,6 +47,13 @@ class MicroBatcher:
     off the callers' tasks. Every rollout gets exactly one outcome on its future: ``(judged, row, dispatched_at)``,
     or the exception that failed its batch. ``on_batch(size, judged_or_error)`` is told about every judged batch
     before its rollouts are answered (the server feeds its metrics from it).
+
+    With ``group_size`` (a number, or ``"auto"`` to learn it) rollouts first gather in cohorts (``cohorts.py``): the
+    rollouts of one prompt and label are held until the group is complete or ``group_wait_s`` has passed since the
+    first, then judged together in one judge request (chunked by the reward's ``max_responses_per_call``); cohorts
+    ready at the same time share the window and the engine calls. ``on_cohort(size, partial, waited_s)`` hears of
+    every closed cohort. Without ``group_size`` every rollout is ready at once, and rollouts of one prompt that meet
+    in a window are judged together.
 
     Example:
         >>> async def judged_alone(reward):  # doctest: +SKIP
@@ -57,24 +67,47 @@ class MicroBatcher:
     """
 
     def __init__(self, reward: RewardFunction, window_s: float, max_batch: int,
-                 on_batch: BatchCallback | None = None) -> None:
+                 on_batch: BatchCallback | None = None, group_size: GroupSizeSetting | None = None,
+                 group_wait_s: float = 60.0, on_cohort: ClosedCallback | None = None) -> None:
         self.reward = reward
         self.window_s = window_s
         self.max_batch = max_batch
         self.on_batch = on_batch
-        self.queue: asyncio.Queue[Rollout] = asyncio.Queue()
+        self.group_size = GroupSize(group_size) if group_size is not None else None
+        self.group_wait_s = group_wait_s
+        self.on_cohort = on_cohort
+        self.cohorts: Cohorts | None = None  # made in start(): its timers live in the running loop
+        self.queue: asyncio.Queue[list[Rollout]] = asyncio.Queue()  # ready units: a cohort, or a lone rollout
         self.worker: asyncio.Task | None = None
         self.running: set[asyncio.Task] = set()
         self.pending = 0  # rollouts submitted and not answered yet
         self._answered: collections.deque[tuple[float, int]] = collections.deque()  # (when, how many) per batch
 
     def start(self) -> None:
-        """Start gathering (in the running event loop; the queue and the worker live in it)."""
+        """Start gathering (in the running event loop; the queue, the cohorts and the worker live in it)."""
+        if self.group_size is not None:
+            self.cohorts = Cohorts(self.group_size, self.group_wait_s, self._ready, self.on_cohort)
         self.worker = asyncio.create_task(self._run(), name="grm-micro-batcher")
+
+    def drain(self) -> None:
+        """Judge open cohorts now with what they hold, and hold no later rollout (the server is stopping)."""
+        if self.cohorts is not None:
+            self.cohorts.drain()
+
+    @property
+    def waiting(self) -> int:
+        """Rollouts held in open cohorts now."""
+        return self.cohorts.waiting if self.cohorts is not None else 0
+
+    def _ready(self, members: list[Rollout], group: int) -> None:
+        for rollout in members:
+            rollout.group = group
+        self.queue.put_nowait(members)
 
     async def stop(self, timeout_s: float | None = None) -> None:
         """Judge what is queued, wait for running batches, then stop; with ``timeout_s``, what is not judged by then
         is cancelled (its waiters get CancelledError), so a hung engine cannot hold a shutdown."""
+        self.drain()
         try:
             await asyncio.wait_for(self._finish(), timeout_s)
         except asyncio.TimeoutError:
@@ -84,7 +117,8 @@ class MicroBatcher:
                 if task is not None and not task.done():
                     task.cancel()
             while not self.queue.empty():
-                self.queue.get_nowait().future.cancel()
+                for rollout in self.queue.get_nowait():
+                    rollout.future.cancel()
 
     async def _finish(self) -> None:
         if self.worker is not None:
@@ -101,7 +135,10 @@ class MicroBatcher:
         for rollout in rollouts:
             self.pending += 1
             rollout.future.add_done_callback(self._answered_one)
-            self.queue.put_nowait(rollout)
+            if self.cohorts is not None:
+                self.cohorts.add(rollout, cohort_key(rollout.prompt, rollout.label))
+            else:
+                self.queue.put_nowait([rollout])
 
     def _answered_one(self, _: asyncio.Future) -> None:
         self.pending -= 1
@@ -123,18 +160,18 @@ class MicroBatcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self.queue.get()]
+            batch = list(await self.queue.get())  # a cohort is never split over batches
             deadline = loop.time() + self.window_s
             while len(batch) < self.max_batch:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
                 try:
-                    batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+                    batch.extend(await asyncio.wait_for(self.queue.get(), remaining))
                 except asyncio.TimeoutError:
                     break
             while len(batch) < self.max_batch and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
+                batch.extend(self.queue.get_nowait())
             task = asyncio.create_task(self._judge(batch))  # judging overlaps with gathering the next batch
             self.running.add(task)
             task.add_done_callback(self.running.discard)
@@ -148,7 +185,7 @@ class MicroBatcher:
         columns = {reward.reference_column: [r.label for r in batch]}
         try:
             judged = await reward.ajudge_rows([r.prompt for r in batch], [r.response for r in batch], isolate=True,
-                                              **columns)
+                                              cohorts=[r.group for r in batch], **columns)
         except Exception as exc:  # the batch could not be judged at all: every waiter gets it, exactly once
             self._report(len(batch), exc)
             for rollout in batch:

@@ -25,7 +25,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 from urllib.parse import parse_qs
 
 try:
@@ -35,20 +35,29 @@ try:
     from prometheus_client import multiprocess as prometheus_multiprocess
     from starlette.requests import ClientDisconnect
 
-    from .serving import METRICS_DIR_VARIABLE, redact_access_log
+    from .serving import METRICS_DIR_VARIABLE, on_signal, redact_access_log
     from .serving import run as run_uvicorn
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(f"`grm serve` needs the server extra: pip install 'grm-plugin[server]' ({exc})") from exc
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .cache import LRUCache
 from .errors import GRMError, InvalidRequestError, caused_by_request, format_validation_error
 from .meta_rm import classify_reply
 from .reward import RewardFunction, RowJudgements
-from .rollouts import MicroBatcher, Rollout, openrlhf_reply, response_of
-from .types import ScoreRequest, lone_surrogate
+from .rollouts import MicroBatcher, Rollout, openrlhf_reply, response_of, rollout_reward
+from .types import Prompt, ScoreRequest, lone_surrogate, unicode_text
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +76,12 @@ class ServeSettings(BaseSettings):
                                                            "that send no headers (OpenRLHF), as '?api_key=<key>'.")
     api_key_file: Optional[Path] = Field(None, description="A file holding the API key (read once at start).")
     batch_window_ms: float = Field(15.0, ge=0, description="How long rollouts are gathered before judging.")
+    group_size: Union[int, Literal["auto"]] = Field(
+        "auto", description="Rollouts per prompt (OpenRLHF's n_samples_per_prompt): a prompt's rollouts are held "
+                            "until that many arrived, then judged together; 'auto' learns it from the traffic; 1 "
+                            "judges every rollout alone.")
+    group_wait_s: float = Field(60.0, gt=0, description="Longest a prompt's first rollout waits for the rest of its "
+                                                         "group; then the group is judged with what it has (partial).")
     max_batch: int = Field(64, ge=1, description="Most rollouts judged together.")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     max_items: int = Field(1024, ge=1, description="Most rollouts (or ScoreRequests) in one request.")
@@ -94,8 +109,20 @@ class ServeSettings(BaseSettings):
     tune_gc: bool = Field(True, description="Freeze the objects alive at startup (gc.freeze) and run full garbage "
                                             "collections less often while serving: shorter event-loop pauses.")
 
+    @field_validator("group_size", mode="before")
+    @classmethod
+    def _group_size(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            raise ValueError(f"expected a positive integer or 'auto', got {value}")
+        return value
+
     @model_validator(mode="after")
     def _key_from_file(self) -> "ServeSettings":
+        if self.group_wait_s >= self.request_timeout_s:
+            raise ValueError(f"group_wait_s: {self.group_wait_s:g} s must be below request_timeout_s "
+                             f"({self.request_timeout_s:g} s), or a waiting group's requests time out unjudged")
         if self.api_key_file is not None:
             if self.api_key is not None:
                 raise ValueError("api_key_file: give the key either directly or in a file, not both")
@@ -134,6 +161,25 @@ class GetRewardBody(BaseModel):
         return values
 
 
+class RolloutItem(BaseModel):
+    """One rollout of ``POST /v1/rollouts``: its prompt (text or chat messages), response and optional reference."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: Annotated[Prompt, AfterValidator(unicode_text)]
+    response: Annotated[str, AfterValidator(unicode_text)]
+    reference: Annotated[Optional[str], AfterValidator(unicode_text)] = None
+
+
+class RolloutsBody(BaseModel):
+    """``POST /v1/rollouts``: rollouts judged through the cohorts like /get_reward's (for hosts whose prompts are chat
+    messages, such as verl's ``grm`` manager forwarding to a shared server)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rollouts: list[RolloutItem] = Field(min_length=1)
+
+
 class Metrics:
     """The server's Prometheus metrics (one registry per app). Under ``--workers`` (prometheus_client's multiprocess
     mode, ``PROMETHEUS_MULTIPROC_DIR`` set before the workers start) every worker writes its samples to that folder
@@ -157,8 +203,17 @@ class Metrics:
                               multiprocess_mode="livesum")
         self.shed = Counter("grm_shed_rollouts", "Rollouts refused with 503 + Retry-After by load shedding",
                             registry=self.registry)
+        self.group_size = Histogram("grm_group_size", "Rollouts of one prompt judged together (a closed cohort)",
+                                    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64), registry=self.registry)
+        self.partial_groups = Counter("grm_partial_groups", "Cohorts judged before their group was complete "
+                                      "(group_wait_s passed, or the server drained)", registry=self.registry)
+        self.cohort_wait = Histogram("grm_cohort_wait_seconds", "From a cohort's first rollout to its closing",
+                                     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120),
+                                     registry=self.registry)
+        self.waiting = Gauge("grm_rollouts_waiting", "Rollouts held in open cohorts now", registry=self.registry,
+                             multiprocess_mode="livesum")
         self.added = Histogram("grm_added_seconds", "Time a /get_reward request spent in the server outside the "
-                               "judge engine call of its micro-batch (window, queueing, parsing, voting)",
+                               "judge engine call of its micro-batch (cohort wait, window, queueing, parsing, voting)",
                                buckets=(0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1, 5),
                                registry=self.registry)
 
@@ -186,6 +241,13 @@ class Metrics:
                 self.samples.inc(result.samples)
                 self.valid_samples.inc(result.valid_samples)
 
+    def closed_cohort(self, size: int, partial: bool, waited_s: float) -> None:
+        """The micro-batcher's ``on_cohort``: one closed cohort."""
+        self.group_size.observe(size)
+        self.cohort_wait.observe(waited_s)
+        if partial:
+            self.partial_groups.inc()
+
     def render(self) -> bytes:
         if not self.multiprocess:
             return generate_latest(self.registry)
@@ -199,7 +261,7 @@ class Metrics:
             prometheus_multiprocess.mark_process_dead(os.getpid())
 
 
-_ENDPOINTS = frozenset({"/get_reward", "/v1/score", "/health", "/metrics"})
+_ENDPOINTS = frozenset({"/get_reward", "/v1/rollouts", "/v1/score", "/health", "/metrics"})
 CLIENT_CLOSED = 499  # nginx's status for "the client closed the connection before the answer": counted, not an error
 
 
@@ -333,6 +395,29 @@ def _bounded_int(digits: str) -> int:
     return int(digits)
 
 
+async def _unless_gone(request: Request, work: Any) -> Any:
+    """Await ``work`` (a coroutine) unless the client disconnects first: then it is cancelled and ClientDisconnect
+    raised (a rollout held in a cohort for a minute must not be judged for a caller that left)."""
+    task = asyncio.ensure_future(work)
+
+    async def gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(gone())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        raise ClientDisconnect()
+    return task.result()
+
+
 def _digest(row: tuple[str, str, Optional[str]]) -> str:
     """A rollout's (prompt, response, label) as a short key."""
     return hashlib.sha256(json.dumps(row).encode("utf-8", "surrogatepass")).hexdigest()
@@ -350,7 +435,10 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None, me
     classification API of vLLM/SGLang at ``POST /classify`` and ``/v1/classify``, for ``HTTPMetaRM`` clients."""
     settings = settings or ServeSettings()
     metrics = Metrics()
-    batcher = MicroBatcher(reward, settings.batch_window_ms / 1000, settings.max_batch, on_batch=metrics.judged_batch)
+    grouped = reward.mode == "group"  # a pointwise reward judges each rollout alone anyway
+    batcher = MicroBatcher(reward, settings.batch_window_ms / 1000, settings.max_batch, on_batch=metrics.judged_batch,
+                           group_size=settings.group_size if grouped else None, group_wait_s=settings.group_wait_s,
+                           on_cohort=metrics.closed_cohort)
     culprits: LRUCache[str] = LRUCache(1024)  # rollouts the judge refused for their content -> the 422 they got
 
     @contextlib.asynccontextmanager
@@ -366,6 +454,7 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None, me
             gc.set_threshold(threshold[0], threshold[1], 100)
         batcher.start()
         redact_access_log()
+        on_signal(batcher.drain)  # a stopping server judges its open cohorts at once instead of waiting group_wait_s
         try:
             yield
         finally:
@@ -390,10 +479,13 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None, me
             return {"status": "ok"}  # without the key: up or not, nothing about the judge
         wait = batcher.expected_wait_s()
         return {"status": "ok", "reward": repr(reward), "queued": batcher.queue.qsize(), "pending": batcher.pending,
-                "running_batches": len(batcher.running), "expected_wait_s": None if wait is None else round(wait, 3)}
+                "running_batches": len(batcher.running), "expected_wait_s": None if wait is None else round(wait, 3),
+                "open_cohorts": len(batcher.cohorts.open) if batcher.cohorts else 0, "rollouts_waiting":
+                batcher.waiting, "group_size": (batcher.group_size.expected if batcher.group_size else 1)}
 
     @app.get("/metrics")
     async def prometheus() -> Response:
+        metrics.waiting.set(batcher.waiting)
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     def parse_get_reward(raw: bytes) -> list[tuple[str, str, Optional[str]]]:
@@ -440,13 +532,9 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None, me
         response.headers["Retry-After"] = str(retry_after)
         return response
 
-    async def get_reward(request: Request) -> JSONResponse:
-        arrived = time.perf_counter()
-        try:
-            raw = await _read_body(request, settings.max_body_bytes, settings.body_timeout_s)
-            rows = await _parsed(raw, parse_get_reward)
-        except _BadRequest as bad:
-            return _error(bad.status, bad.message)
+    async def judged(request: Request, rows: list[tuple[Any, str, Optional[str]]]) -> Any:
+        """Judge rollouts (prompt, response, label) through the cohorts: their (judged, row, dispatched) outcomes, or
+        the JSONResponse that answers the request instead (a known culprit, load shedding, a timeout, a failure)."""
         known = next((culprits.get(_digest(row)) for row in rows if culprits.get(_digest(row)) is not None), None)
         if known is not None:  # refused before: OpenRLHF's client retries a 422 five times, the judge once is enough
             return _error(422, known, retryable=False)
@@ -456,9 +544,14 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None, me
         loop = asyncio.get_running_loop()
         rollouts = [Rollout(prompt, response, label, loop.create_future()) for prompt, response, label in rows]
         await batcher.submit(rollouts)
+        metrics.waiting.set(batcher.waiting)
         try:
-            outcomes = await asyncio.wait_for(asyncio.gather(*(r.future for r in rollouts)),
-                                              settings.request_timeout_s)
+            return await _unless_gone(request, asyncio.wait_for(asyncio.gather(*(r.future for r in rollouts)),
+                                                                settings.request_timeout_s))
+        except ClientDisconnect:  # its caller gave up: the rollouts leave their cohorts, the others go on
+            for rollout in rollouts:
+                rollout.future.cancel()
+            raise
         except asyncio.TimeoutError:
             for rollout in rollouts:
                 if not rollout.future.done():
@@ -480,13 +573,53 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None, me
             if isinstance(exc, GRMError):
                 return _error(503, f"judge engine failed: {exc}", retryable=True)
             raise
-        reply = openrlhf_reply([(judged, row) for judged, row, _ in outcomes], reward.score_range,
-                               settings.invalid_reward)
+
+    def timing_headers(outcomes: list, arrived: float) -> dict[str, str]:
         judge_seconds = max(judged.seconds for judged, _, _ in outcomes)
         waited = max(dispatched for _, _, dispatched in outcomes) - arrived
         metrics.added.observe(max(0.0, time.perf_counter() - arrived - judge_seconds))
-        return JSONResponse(reply, headers={"X-GRM-Judge-Seconds": f"{judge_seconds:.6f}",
-                                            "X-GRM-Wait-Seconds": f"{waited:.6f}"})
+        return {"X-GRM-Judge-Seconds": f"{judge_seconds:.6f}", "X-GRM-Wait-Seconds": f"{waited:.6f}"}
+
+    def parse_rollouts(raw: bytes) -> list[tuple[Any, str, Optional[str]]]:
+        """A /v1/rollouts body -> (prompt, response, reference) per rollout, or a _BadRequest naming the field."""
+        payload = _decode_json(raw)
+        items = payload.get("rollouts") if isinstance(payload, dict) else None
+        if isinstance(items, list) and len(items) > settings.max_items:
+            raise _BadRequest(413, f"rollouts: {len(items)} items exceed the limit of {settings.max_items}")
+        try:
+            body = RolloutsBody.model_validate(payload)
+        except ValidationError as exc:
+            raise _BadRequest(422, format_validation_error(exc, "rollouts body")) from None
+        return [(item.prompt if isinstance(item.prompt, str) else [m.model_dump(exclude_none=True) for m in item.prompt],
+                 item.response, item.reference or None) for item in body.rollouts]
+
+    def rollout_endpoint(parse: Any, reply: Any) -> Any:
+        """A handler judging rollouts through the cohorts: ``parse(raw)`` -> rows, ``reply(outcomes)`` -> JSON."""
+
+        async def handle(request: Request) -> Response:
+            arrived = time.perf_counter()
+            try:
+                raw = await _read_body(request, settings.max_body_bytes, settings.body_timeout_s)
+                rows = await _parsed(raw, parse)
+            except _BadRequest as bad:
+                return _error(bad.status, bad.message)
+            outcomes = await judged(request, rows)
+            if isinstance(outcomes, Response):
+                return outcomes
+            return JSONResponse(reply(outcomes), headers=timing_headers(outcomes, arrived))
+
+        return handle
+
+    def openrlhf_answer(outcomes: list) -> dict[str, Any]:
+        return openrlhf_reply([(judgements, row) for judgements, row, _ in outcomes], reward.score_range,
+                              settings.invalid_reward)
+
+    def rollouts_answer(outcomes: list) -> dict[str, Any]:
+        results = []
+        for judgements, row, _ in outcomes:
+            value, unit, logs = rollout_reward(judgements, row, reward.score_range, settings.invalid_reward)
+            results.append({"reward": value, "score": unit, "logs": logs})
+        return {"results": results}
 
     def parse_score(raw: bytes) -> list[ScoreRequest]:
         """A /v1/score body -> ScoreRequests, or a _BadRequest naming the field."""
@@ -546,7 +679,8 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None, me
 
     # Plain Starlette routes: both handlers read and validate their bodies themselves (clear 4xx messages), so
     # FastAPI's per-request dependency solving would only cost CPU on the hot path.
-    app.add_route("/get_reward", get_reward, methods=["POST"])
+    app.add_route("/get_reward", rollout_endpoint(parse_get_reward, openrlhf_answer), methods=["POST"])
+    app.add_route("/v1/rollouts", rollout_endpoint(parse_rollouts, rollouts_answer), methods=["POST"])
     app.add_route("/v1/score", score, methods=["POST"])
     return app
 
@@ -570,4 +704,4 @@ def serve(reward: RewardFunction, settings: ServeSettings, meta_rm: Any = None) 
         run_uvicorn(create_app(reward, settings, meta_rm), settings)
 
 
-__all__ = ["GetRewardBody", "ServeSettings", "app_from_env", "create_app", "serve"]
+__all__ = ["GetRewardBody", "RolloutItem", "RolloutsBody", "ServeSettings", "app_from_env", "create_app", "serve"]

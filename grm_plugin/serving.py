@@ -148,6 +148,28 @@ class Supervisor(Multiprocess):
         super().join_all()
 
 
+def on_signal(callback: Any) -> None:
+    """Run ``callback()`` in the running event loop as soon as a stop signal (SIGINT, SIGTERM, SIGHUP) arrives, before
+    uvicorn's own handling of it (which then drains); call it from the app's startup. Only the main thread hears
+    signals: elsewhere (a server in a thread) nothing is installed."""
+    import asyncio
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        previous = signal.getsignal(sig) if sig is not None else None
+        if not callable(previous):  # nobody (uvicorn) handles it here: leave the default alone
+            continue
+
+        def handler(signum: int, frame: Any, previous: Any = previous) -> None:
+            loop.call_soon_threadsafe(callback)
+            previous(signum, frame)
+
+        signal.signal(sig, handler)
+
+
 def raise_open_files_limit(wanted: int) -> int:
     """Raise the soft limit of open files towards ``wanted`` (within the hard limit); the limit now in force."""
     try:
@@ -224,4 +246,5 @@ def run(app: Any, settings: Any) -> None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-__all__ = ["DrainingServer", "METRICS_DIR_VARIABLE", "RedactKeys", "Supervisor", "raise_open_files_limit", "run", "uvicorn_config"]
+__all__ = ["DrainingServer", "METRICS_DIR_VARIABLE", "RedactKeys", "Supervisor", "on_signal", "raise_open_files_limit",
+           "run", "uvicorn_config"]

@@ -19,6 +19,35 @@ Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def unicode_text(value: Any) -> Any:
+    """``value`` if every string in it is Unicode text, else ValueError naming where (a pydantic validator)."""
+    found = lone_surrogate(value)
+    if found:
+        raise ValueError(found)
+    return value
+
+
+MAX_METADATA_DEPTH = 32
+
+
+def nesting_depth(value: Any) -> int:
+    """How many lists/dicts deep ``value`` goes (0 for a scalar), without recursion.
+
+    Example:
+        >>> nesting_depth({"a": [1, {"b": []}]})
+        4
+    """
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, (list, tuple)) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def lone_surrogate(value: Any, path: str = "") -> str | None:
     """Where a string inside ``value`` (strings, lists, dicts, messages) holds a lone surrogate, which is not
     Unicode text and cannot be encoded for the judge: a message naming the path and position, else None.
@@ -109,7 +138,17 @@ class ScoreRequest(BaseModel):
     @field_validator("prompt", "responses", "reference", "principles")
     @classmethod
     def _unicode_text(cls, value: Any) -> Any:
-        found = lone_surrogate(value)
+        return unicode_text(value)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_round_trips(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Metadata comes back in the result: it must be encodable text, nested no deeper than a JSON answer can
+        carry."""
+        depth = nesting_depth(value)
+        if depth > MAX_METADATA_DEPTH:
+            raise ValueError(f"nested {depth} levels deep, at most {MAX_METADATA_DEPTH}")
+        found = lone_surrogate(list(value.keys())) or lone_surrogate(value)
         if found:
             raise ValueError(found)
         return value

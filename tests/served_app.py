@@ -18,9 +18,11 @@ from grm_plugin.serving import uvicorn_config
 
 
 class Server:
-    """create_app(...) under uvicorn in a thread, on a free loopback port."""
+    """create_app(...) under uvicorn in a thread, on a free loopback port. Cohorts wait ``group_wait_s=0.3`` unless
+    told otherwise (the default 60 s would hold every first group of a test a minute)."""
 
     def __init__(self, reward, meta_rm=None, **settings) -> None:
+        settings.setdefault("group_wait_s", min(0.3, settings.get("request_timeout_s", 170.0) / 2))
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]

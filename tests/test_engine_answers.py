@@ -24,6 +24,8 @@ def choice(text="Scores: \\boxed{7}", index=None):
     ({"choices": [{"message": {"content": 7}}] * 4}, r"choices\[0\].message.content is int"),
     ({"choices": [choice()] * 4, "usage": {"prompt_tokens": "many"}}, "usage.prompt_tokens is 'many'"),
     ({"choices": [choice()] * 4, "usage": [1]}, "usage is list"),
+    ({"choices": [choice()] * 4, "usage": {"completion_tokens": float("nan")}}, "usage.completion_tokens is 'nan'"),
+    ({"choices": [choice()] * 4, "usage": {"prompt_tokens": float("inf")}}, "usage.prompt_tokens is 'inf'"),
     ({"choices": [choice(index=0), choice(index="1"), choice(index=2), choice(index=3)]}, "index values"),
     ({"choices": [choice(index=0)] * 4}, "index values"),
     ({"choices": [choice()] * 2}, "holds 2 choices, expected 4"),

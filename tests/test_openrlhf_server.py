@@ -226,7 +226,7 @@ def test_metrics_are_prometheus_text(server):
 
 
 def test_grm_serve_workers_answer_requests_and_report_the_judge_time(judge):
-    process, url = grm_serve("--base-url", judge.base_url, "--model", "sim", "--k", "2", "--workers", "2")
+    process, url = grm_serve("--base-url", judge.base_url, "--model", "sim", "--k", "2", "--workers", "2", "--group-size", "1")
     try:
         responses = [httpx.post(f"{url}/get_reward", json=GOOD, timeout=30) for _ in range(6)]
         assert all(r.status_code == 200 and len(r.json()["rewards"]) == 1 for r in responses)
@@ -368,6 +368,19 @@ def test_v1_score_refuses_a_request_with_more_responses_than_the_limit(judge):
         assert reply.status_code == 413
         assert "requests[0].responses: 20000 responses exceed the limit of 64" in reply.json()["error"]["message"]
         assert httpx.get(f"{server.url}/health").status_code == 200
+
+
+@pytest.mark.parametrize("metadata, message", [
+    (b'{"id": "x\\ud800"}', "metadata: Value error, id: lone surrogate"),
+    (b'{"deep": ' + b"[" * 300 + b"]" * 300 + b"}", "metadata: Value error, nested 301 levels deep, at most 32"),
+])
+def test_v1_score_refuses_metadata_it_could_not_send_back(judge, metadata, message):
+    """Metadata is copied into the result: a lone surrogate or deep nesting in it once failed the answer with a 500."""
+    reward = GRMReward(base_url=judge.base_url, model="sim", k=1)
+    with Server(reward) as server:
+        body = b'[{"prompt": "q", "responses": ["a", "b"], "metadata": ' + metadata + b"}]"
+        reply = httpx.post(f"{server.url}/v1/score", content=body, headers={"content-type": "application/json"})
+        assert reply.status_code == 422 and message in reply.json()["error"]["message"], reply.text
 
 
 def test_a_huge_bad_field_is_not_echoed_back_whole(judge):

@@ -127,7 +127,7 @@ def test_a_client_that_disconnects_mid_body_is_counted_as_499_not_as_a_server_er
 def test_offered_load_above_capacity_is_shed_with_503_and_retry_after_while_admitted_rollouts_are_judged():
     with SimulatedJudge(noise=0.0, seed=0, delay_s=0.25) as slow:
         reward = GRMReward(base_url=slow.base_url, model="sim", k=1, cache_size=0, max_concurrency=1)
-        with Server(reward, batch_window_ms=5, max_batch=2, max_queue_wait_s=1.0) as server:
+        with Server(reward, batch_window_ms=5, max_batch=2, max_queue_wait_s=1.0, group_size=1) as server:
             for i in range(3):  # the server learns how fast the judge answers: about 8 rollouts a second
                 assert httpx.post(f"{server.url}/get_reward", timeout=30, json={
                     "query": [PROMPT + f"warm {i}"], "prompts": [PROMPT]}).status_code == 200
@@ -238,7 +238,7 @@ def test_shutdown_with_a_hung_engine_is_bounded_by_the_drain_timeout_and_a_secon
 
 @pytest.mark.slow
 def test_workers_share_their_counters_so_scrapes_add_up_and_never_go_backwards(judge):
-    process, url = grm_serve("--base-url", judge.base_url, "--model", "sim", "--k", "1", "--workers", "2")
+    process, url = grm_serve("--base-url", judge.base_url, "--model", "sim", "--k", "1", "--workers", "2", "--group-size", "1")
     try:
         seen = []
         with httpx.Client(timeout=30) as client:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import pickle
+import re
 import warnings
 
 import pytest
@@ -167,6 +168,7 @@ def _score_in_spawned_child(blob: bytes, queue) -> None:
 
 @pytest.mark.parametrize("asynchronous", [False, True])
 def test_async_grpo_scoring_pickles_and_runs_in_a_spawned_process(judge, asynchronous):
+    judge.reset()
     reward = trl_reward(base_url=judge.base_url, model="sim", k=2, asynchronous=asynchronous, name="grm")
     blob = pickle.dumps([reward])
     context = multiprocessing.get_context("spawn")
@@ -178,6 +180,10 @@ def test_async_grpo_scoring_pickles_and_runs_in_a_spawned_process(judge, asynchr
     assert status == "ok", payload
     assert len(payload) == 4
     assert all(1.0 <= metrics["rewards/grm"] <= 10.0 for metrics in payload)
+    # AsyncGRPO scores a whole group per call: every judge prompt showed the group's 4 completions together
+    shown = [len(re.findall(r"\[The Begin of Response \d+\]", body["messages"][-1]["content"]))
+             for body in judge.state.bodies]
+    assert shown and all(n == 4 for n in shown), shown
 
 
 # --- formats, logging and failure policy ----------------------------------------------------------------------------

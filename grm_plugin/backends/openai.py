@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import Any, Sequence
 
 from .._sync import PerLoop
@@ -41,7 +42,8 @@ def _count(usage: dict[str, Any], key: str) -> int:
     value = usage.get(key)
     if value is None:
         return 0
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != int(value):
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0
+            or value != int(value)):
         raise BackendError(f"usage.{key} is {str(value)[:60]!r}, expected a count")
     return int(value)
 
