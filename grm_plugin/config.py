@@ -95,6 +95,10 @@ class GRMConfig(BaseSettings):
     score_range: tuple[int, int] = Field((1, 10), description="Inclusive range of a valid score.")
     reward_scale: Literal["mean", "sum", "unit"] = Field(
         "mean", description="'mean': average valid score; 'sum': the paper's raw votes; 'unit': mean mapped to 0..1.")
+    resample_invalid: bool = Field(True, description="Draw a replacement (same order of responses) for each sample "
+                                   "that does not parse, so the vote has k valid samples when the judge can give them.")
+    max_resamples: Optional[int] = Field(None, ge=0, description="Most replacement samples per request (default: k, "
+                                         "or k_max with adaptive k).")
     k_meta: Optional[int] = Field(None, ge=1, description="With a meta RM: judgements kept for voting (the top "
                                                           "k_meta by meta score); default k/2, rounded up.")
     on_no_valid: Union[Literal["none", "raise"], float] = Field(
@@ -203,7 +207,7 @@ class GRMConfig(BaseSettings):
         fields = ("engine", "model", "base_url", "gguf_file", "k", "temperature", "top_p", "max_tokens", "seed", "template",
                   "shuffle", "score_range", "reward_scale", "on_no_valid", "structured_output", "extra_body", "k_meta",
                   "k_max", "round_size", "stopping", "stop_tolerance", "stop_confidence", "ordering", "principles",
-                  "expected_scores", "top_logprobs")
+                  "expected_scores", "top_logprobs", "resample_invalid", "max_resamples")
         return json.dumps({f: getattr(self, f) for f in fields}, sort_keys=True, default=str)
 
     @classmethod

@@ -307,11 +307,15 @@ class GRMReward(RewardFunction):
         sampling = self._sampling(request.n_responses)
         judgements: list[Judgement] = []
         drawn = rounds = 0
+        budget = c.max_resamples if c.max_resamples is not None else len(orders)
         for size in self.adaptive.round_sizes():
             prompts = self._engine_prompts(request, orders[drawn:drawn + size], fixed)
             batches = await asyncio.gather(*(backend.generate([p.messages], p.n, sampling) for p in prompts))
-            judgements += [self._read(completion, p.order, request.n_responses, fixed)
-                           for p, batch in zip(prompts, batches) for completion in batch[0]]
+            fresh = [self._read(completion, p.order, request.n_responses, fixed)
+                     for p, batch in zip(prompts, batches) for completion in batch[0]]
+            if c.resample_invalid:
+                fresh, budget = await self._replace_invalid(request, fresh, fixed, sampling, backend, budget)
+            judgements += fresh
             drawn, rounds = drawn + size, rounds + 1
             if drawn < len(orders) and self.adaptive.should_stop(voted_values(judgements, c.expected_scores),
                                                                  len(orders) - drawn):
@@ -322,15 +326,37 @@ class GRMReward(RewardFunction):
         result = aggregate(judgements, request.n_responses, rng, reward_scale=c.reward_scale,
                            score_range=c.score_range, expected_scores=c.expected_scores, on_no_valid=c.on_no_valid,
                            used=used, metadata=request.metadata)
+        first = [j for j in judgements if not j.resampled]
         counters: dict[str, Any] = dict(rounds=rounds, stopped_early=drawn < len(orders), principles_mode="joint",
                                         slot_imbalance=slot_imbalance([j.order for j in judgements],
-                                                                      request.n_responses))
+                                                                      request.n_responses),
+                                        samples=len(first), valid_samples=sum(j.valid for j in first),
+                                        resampled=len(judgements) - len(first))
         if fixed is not None:
             counters.update(fixed.counters(len(judgements)))
         result = result.model_copy(update=counters)
-        if result.valid_samples:
+        if result.votes is not None:
             self.cache.put(key, result)
         return result
+
+    async def _replace_invalid(self, request: ScoreRequest, judgements: list[Judgement], fixed: FixedPrinciples | None,
+                               sampling: SamplingParams, backend: Backend, budget: int
+                               ) -> tuple[list[Judgement], int]:
+        """``judgements`` with a replacement drawn for each invalid one (shown in the same order), again for
+        replacements that fail too, while ``budget`` (replacement samples left for the request) lasts. The invalid
+        ones stay (they count as drawn); the replacements carry ``resampled=True``. Returns them and the budget
+        left."""
+        out, invalid = list(judgements), [j for j in judgements if not j.valid]
+        while invalid and budget > 0:
+            invalid = invalid[:budget]
+            budget -= len(invalid)
+            prompts = self._engine_prompts(request, [j.order for j in invalid], fixed)
+            batches = await asyncio.gather(*(backend.generate([p.messages], p.n, sampling) for p in prompts))
+            again = [self._read(completion, p.order, request.n_responses, fixed).model_copy(update={"resampled": True})
+                     for p, batch in zip(prompts, batches) for completion in batch[0]]
+            out += again
+            invalid = [j for j in again if not j.valid]
+        return out, budget
 
     async def asample(self, request: ScoreRequest, order: Sequence[int], n: int = 1, *,
                       instruction: str | None = None) -> tuple[list[dict[str, str]], list[Judgement]]:

@@ -72,6 +72,7 @@ class RowJudgements:
         fresh = [r for r in results if not r.cached]
         return {
             "parse_valid_rate": (sum(r.valid_samples for r in results) / samples) if samples else 0.0,
+            "resampled": float(sum(r.resampled for r in fresh)),
             "samples": float(samples),
             "judge_requests": float(len(results)),
             "judge_latency_s": self.seconds,

@@ -197,6 +197,8 @@ class Metrics:
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry)
         self.samples = Counter("grm_judge_samples", "Judgements sampled", registry=self.registry)
         self.valid_samples = Counter("grm_judge_valid_samples", "Judgements that parsed", registry=self.registry)
+        self.resampled = Counter("grm_judge_resampled", "Replacement judgements drawn for ones that did not parse",
+                                 registry=self.registry)
         self.engine_errors = Counter("grm_engine_errors", "Micro-batches failed by the engine",
                                      registry=self.registry)
         self.inflight = Gauge("grm_inflight_requests", "Requests being served", registry=self.registry,
@@ -240,6 +242,7 @@ class Metrics:
             if not result.cached:
                 self.samples.inc(result.samples)
                 self.valid_samples.inc(result.valid_samples)
+                self.resampled.inc(result.resampled)
 
     def closed_cohort(self, size: int, partial: bool, waited_s: float) -> None:
         """The micro-batcher's ``on_cohort``: one closed cohort."""

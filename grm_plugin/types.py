@@ -210,6 +210,7 @@ class Judgement(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     expected_scores: list[float] | None = None
+    resampled: bool = False  # drawn to replace an invalid sample (resample_invalid)
 
     @model_validator(mode="after")
     def _valid_has_scores(self) -> "Judgement":
@@ -226,7 +227,9 @@ class ScoreResult(BaseModel):
         votes: summed scores over the valid samples (paper Eq. 14), one per response; None without valid samples.
         best: index of the best response (argmax of votes, ties broken by a seeded coin), None without valid samples.
         judgements: every sampled judgement, valid or not.
-        samples / valid_samples: how many judgements were drawn and how many parsed.
+        samples / valid_samples: how many judgements were drawn at first and how many of those parsed (their ratio is
+            the judge's parse-valid rate); ``resampled``: replacements drawn for the invalid ones (resample_invalid),
+            which vote when they parse.
         voted_samples: how many parsed judgements the votes sum over (all of them, or the top k_meta with a meta RM).
         meta_kept: with a meta RM, the indices (into ``judgements``) of the judgements that were voted.
         prompt_tokens / completion_tokens: judge tokens spent on this request (0 when served from the cache),
@@ -268,6 +271,7 @@ class ScoreResult(BaseModel):
     principles_tokens_saved: int = 0
     expected_votes: list[float] | None = None
     expected_samples: int = 0
+    resampled: int = 0
 
     @property
     def mean_scores(self) -> list[float] | None:

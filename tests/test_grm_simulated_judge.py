@@ -131,10 +131,33 @@ def test_duplicates_within_a_batch_are_judged_once(sim_judge):
 
 def test_invalid_samples_are_excluded_and_counted(sim_judge):
     sim_judge.settings.invalid_rate = 0.5
-    [result] = reward_for(sim_judge, k=16, shuffle=False).score([pair(good=9, bad=2)])
-    assert 0 < result.valid_samples < result.samples == 16
+    [result] = reward_for(sim_judge, k=16, shuffle=False, resample_invalid=False).score([pair(good=9, bad=2)])
+    assert 0 < result.valid_samples < result.samples == 16 and result.resampled == 0
     assert result.votes == [9 * result.valid_samples, 2 * result.valid_samples] and result.rewards == [9.0, 2.0]
     assert all(j.error and "no scores block" in j.error for j in result.judgements if not j.valid)
+
+
+def test_invalid_samples_are_replaced_so_k_valid_samples_vote(sim_judge):
+    sim_judge.settings.invalid_rate = 1 / 3
+    requests = [pair(good=9, bad=2, prompt=f"question {i}") for i in range(6)]
+    results = reward_for(sim_judge, k=8, cache_size=0).score(requests)
+    assert all(r.voted_samples == 8 and r.samples == 8 for r in results)  # every vote has k valid samples
+    assert all(r.resampled >= 8 - r.valid_samples for r in results)  # a replacement per invalid first attempt
+    first = sum(r.valid_samples for r in results) / sum(r.samples for r in results)
+    assert 0.4 < first < 0.9  # the parse-valid rate stays the rate of first attempts (about 2/3)
+    assert all(r.votes == [9 * 8, 2 * 8] for r in results)
+    replacements = [j for r in results for j in r.judgements if j.resampled]
+    assert len(replacements) == sum(r.resampled for r in results)
+    assert sim_judge.stats()["completions"] == sum(r.samples + r.resampled for r in results)
+
+
+def test_resampling_is_bounded_when_the_judge_never_parses(sim_judge):
+    sim_judge.settings.invalid_rate = 1.0
+    [result] = reward_for(sim_judge, k=4).score([pair()])
+    assert result.rewards == [None, None] and result.resampled == 4 and result.samples == 4
+    assert sim_judge.stats()["completions"] == 8  # k first attempts + at most max_resamples (default k)
+    [bounded] = reward_for(sim_judge, k=4, max_resamples=1, cache_size=0).score([pair()])
+    assert bounded.resampled == 1
 
 
 def test_no_valid_sample_gives_none_or_raises_or_a_fixed_value(sim_judge):
@@ -142,7 +165,7 @@ def test_no_valid_sample_gives_none_or_raises_or_a_fixed_value(sim_judge):
     [result] = reward_for(sim_judge, k=2).score([pair()])
     assert result.rewards == [None, None] and result.votes is None and result.best is None
     assert reward_for(sim_judge, k=2, on_no_valid=-1.0).score([pair()])[0].rewards == [-1.0, -1.0]
-    with pytest.raises(NoValidJudgementError, match="none of the 2 sampled judgement"):
+    with pytest.raises(NoValidJudgementError, match="none of the 4 sampled judgement"):  # 2, then 2 replacements
         reward_for(sim_judge, k=2, on_no_valid="raise").score([pair()])
 
 
