@@ -95,6 +95,11 @@ class GRMConfig(BaseSettings):
     score_range: tuple[int, int] = Field((1, 10), description="Inclusive range of a valid score.")
     reward_scale: Literal["mean", "sum", "unit"] = Field(
         "mean", description="'mean': average valid score; 'sum': the paper's raw votes; 'unit': mean mapped to 0..1.")
+    max_prompt_tokens: Optional[int] = Field(
+        None, ge=64, description="Most tokens a judge prompt may hold; a longer one has its responses shortened "
+                                 "(head and tail kept, the middle marked as omitted). None: the judge's context length "
+                                 "minus max_tokens when the engine reports it (vLLM/SGLang /v1/models, a local "
+                                 "model's config), else no limit.")
     resample_invalid: bool = Field(True, description="Draw a replacement (same order of responses) for each sample "
                                    "that does not parse, so the vote has k valid samples when the judge can give them.")
     max_resamples: Optional[int] = Field(None, ge=0, description="Most replacement samples per request (default: k, "
@@ -207,7 +212,8 @@ class GRMConfig(BaseSettings):
         fields = ("engine", "model", "base_url", "gguf_file", "k", "temperature", "top_p", "max_tokens", "seed", "template",
                   "shuffle", "score_range", "reward_scale", "on_no_valid", "structured_output", "extra_body", "k_meta",
                   "k_max", "round_size", "stopping", "stop_tolerance", "stop_confidence", "ordering", "principles",
-                  "expected_scores", "top_logprobs", "resample_invalid", "max_resamples")
+                  "expected_scores", "top_logprobs", "resample_invalid", "max_resamples",
+                  "max_prompt_tokens")
         return json.dumps({f: getattr(self, f) for f in fields}, sort_keys=True, default=str)
 
     @classmethod

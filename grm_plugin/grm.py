@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 from ._sync import PerLoop
 from .backends import Backend, Completion, SamplingParams, ScoresConstraint
+from .budget import JudgePromptTooLong, fit_request, prompt_tokens_estimate
 from .cache import LRUCache
 from .config import GRMConfig, make_backend
 from .errors import ConfigError, InvalidRequestError, ParseError
@@ -298,10 +299,47 @@ class GRMReward(RewardFunction):
                                                                       self.config.score_range, text))
                 for order, count in shown.items()]
 
+    async def _budget(self, backend: Backend) -> int | None:
+        """The judge prompt's token budget: ``max_prompt_tokens``, else the engine's context minus ``max_tokens``."""
+        if self.config.max_prompt_tokens is not None:
+            return self.config.max_prompt_tokens
+        window = getattr(backend, "context_window", None)
+        length = await window() if window is not None else None
+        return None if length is None else max(64, length - self.config.max_tokens - 16)
+
+    async def _fit(self, request: ScoreRequest, backend: Backend) -> tuple[ScoreRequest, int]:
+        """``request`` shortened to the context budget (see ``budget.py``), and the tokens cut."""
+        budget = await self._budget(backend)
+        if budget is None:
+            return request, 0
+        reserve = 512 if self.config.principles == "upfront" else 0  # principles shown later in the prompt
+        counter = getattr(backend, "count_tokens", None)
+
+        async def measure(candidate: ScoreRequest) -> int:
+            messages = build_judge_messages(candidate, range(candidate.n_responses), self.template,
+                                            self.config.score_range)
+            estimate = prompt_tokens_estimate(messages) + reserve
+            if counter is not None and estimate > 0.8 * budget:  # near the budget: ask the engine's tokenizer
+                exact = await counter(messages)
+                if exact is not None:
+                    return exact + reserve
+            return estimate
+
+        return await fit_request(request, budget, measure)
+
     async def _judge(self, request: ScoreRequest, fingerprint: str, key: str, backend: Backend) -> ScoreResult:
-        """One request's walk: principles, rounds of samples (until k, k_max or a stop), meta RM, vote."""
+        """One request's walk: fit the context, principles, rounds of samples (until k, k_max or a stop), meta RM,
+        vote."""
         c = self.config
         rng = self._rng(fingerprint)
+        try:
+            request, truncated = await self._fit(request, backend)
+        except JudgePromptTooLong as exc:
+            if c.on_no_valid == "raise":
+                raise
+            fallback = None if c.on_no_valid == "none" else float(c.on_no_valid)
+            return ScoreResult(rewards=[fallback] * request.n_responses, error=f"JudgePromptTooLong: {exc}",
+                               metadata=request.metadata)
         fixed = await self.principles.fixed(request, backend)
         orders = self._orders(request, rng)
         sampling = self._sampling(request.n_responses)
@@ -331,7 +369,7 @@ class GRMReward(RewardFunction):
                                         slot_imbalance=slot_imbalance([j.order for j in judgements],
                                                                       request.n_responses),
                                         samples=len(first), valid_samples=sum(j.valid for j in first),
-                                        resampled=len(judgements) - len(first))
+                                        resampled=len(judgements) - len(first), truncated_tokens=truncated)
         if fixed is not None:
             counters.update(fixed.counters(len(judgements)))
         result = result.model_copy(update=counters)

@@ -73,6 +73,9 @@ class RowJudgements:
         return {
             "parse_valid_rate": (sum(r.valid_samples for r in results) / samples) if samples else 0.0,
             "resampled": float(sum(r.resampled for r in fresh)),
+            "truncated_requests": float(sum(r.truncated_tokens > 0 for r in fresh)),
+            "truncated_tokens": float(sum(r.truncated_tokens for r in fresh)),
+            "prompt_too_long": float(sum(r.error is not None for r in results)),
             "samples": float(samples),
             "judge_requests": float(len(results)),
             "judge_latency_s": self.seconds,

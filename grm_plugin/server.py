@@ -199,6 +199,10 @@ class Metrics:
         self.valid_samples = Counter("grm_judge_valid_samples", "Judgements that parsed", registry=self.registry)
         self.resampled = Counter("grm_judge_resampled", "Replacement judgements drawn for ones that did not parse",
                                  registry=self.registry)
+        self.truncated = Counter("grm_truncated_requests", "Judge requests shortened to fit the judge's context",
+                                 registry=self.registry)
+        self.too_long = Counter("grm_prompt_too_long", "Judge requests that could not fit the judge's context (not "
+                                "judged; the rollouts got the invalid reward)", registry=self.registry)
         self.engine_errors = Counter("grm_engine_errors", "Micro-batches failed by the engine",
                                      registry=self.registry)
         self.inflight = Gauge("grm_inflight_requests", "Requests being served", registry=self.registry,
@@ -243,6 +247,8 @@ class Metrics:
                 self.samples.inc(result.samples)
                 self.valid_samples.inc(result.valid_samples)
                 self.resampled.inc(result.resampled)
+                self.truncated.inc(result.truncated_tokens > 0)
+                self.too_long.inc(result.error is not None)
 
     def closed_cohort(self, size: int, partial: bool, waited_s: float) -> None:
         """The micro-batcher's ``on_cohort``: one closed cohort."""

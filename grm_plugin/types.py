@@ -230,6 +230,9 @@ class ScoreResult(BaseModel):
         samples / valid_samples: how many judgements were drawn at first and how many of those parsed (their ratio is
             the judge's parse-valid rate); ``resampled``: replacements drawn for the invalid ones (resample_invalid),
             which vote when they parse.
+        truncated_tokens: tokens (estimated) cut from the responses (or the prompt's middle turns) so the judge prompt
+            fits ``max_prompt_tokens``; 0 when it was sent whole.
+        error: why the request was not judged (a judge prompt that cannot fit: ``JudgePromptTooLong``); rewards None.
         voted_samples: how many parsed judgements the votes sum over (all of them, or the top k_meta with a meta RM).
         meta_kept: with a meta RM, the indices (into ``judgements``) of the judgements that were voted.
         prompt_tokens / completion_tokens: judge tokens spent on this request (0 when served from the cache),
@@ -272,6 +275,8 @@ class ScoreResult(BaseModel):
     expected_votes: list[float] | None = None
     expected_samples: int = 0
     resampled: int = 0
+    truncated_tokens: int = 0
+    error: str | None = None
 
     @property
     def mean_scores(self) -> list[float] | None:

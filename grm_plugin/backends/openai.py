@@ -138,6 +138,9 @@ class OpenAIBackend:
         self.transport = HTTPTransport(api_key=api_key, timeout=timeout, max_concurrency=max_concurrency,
                                        retry=RetryPolicy(max_retries, retry_backoff, retry_backoff_max))
         self._model_locks: PerLoop[asyncio.Lock] = PerLoop(asyncio.Lock)
+        self._context: int | None = None
+        self._context_checked = False
+        self._tokenize: bool | None = None  # whether the server has /tokenize (None: not asked yet)
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "_model_locks"}
@@ -164,6 +167,43 @@ class OpenAIBackend:
                                    f"({', '.join(ids[:5])}); set model= or GRM_MODEL", endpoint=self.base_url)
             self.model = ids[0]
             return self.model
+
+    async def context_window(self) -> int | None:
+        """The model's context length as the server reports it (vLLM and SGLang: ``max_model_len`` in
+        ``/models``), asked once; None when it does not say."""
+        if self._context_checked:
+            return self._context
+        try:
+            model = await self.resolve_model()
+            data = await self.transport.request_json("GET", f"{self.base_url}/models")
+            cards = [m for m in (data.get("data") or []) if isinstance(m, dict)] if isinstance(data, dict) else []
+            card = next((m for m in cards if m.get("id") == model), cards[0] if len(cards) == 1 else {})
+            length = card.get("max_model_len") or card.get("context_length")
+            self._context = int(length) if isinstance(length, (int, float)) and length > 0 else None
+        except (BackendError, ValueError, TypeError) as exc:
+            logger.info("the judge server did not report its context length (%s)", exc)
+            self._context = None
+        self._context_checked = True
+        return self._context
+
+    async def count_tokens(self, messages: ChatMessages) -> int | None:
+        """The exact prompt tokens of ``messages`` from the server's tokenizer (vLLM's ``POST /tokenize``, at the
+        server root); None when the server has no such endpoint (then never asked again)."""
+        if self._tokenize is False:
+            return None
+        root = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
+        try:
+            data = await self.transport.request_json("POST", f"{root}/tokenize",
+                                                     {"model": await self.resolve_model(), "messages": list(messages)})
+            count = data.get("count") if isinstance(data, dict) else None
+            if not isinstance(count, int):
+                raise BackendError(f"/tokenize answered without a count: {str(data)[:100]}")
+        except BackendError as exc:
+            logger.info("no exact token counts from the judge server (%s); estimating", exc)
+            self._tokenize = False
+            return None
+        self._tokenize = True
+        return count
 
     def _constraint_body(self, regex: str) -> dict[str, Any]:
         """The request fields that ask this server for regex-guided decoding."""

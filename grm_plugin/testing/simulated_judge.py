@@ -103,7 +103,10 @@ class JudgeSettings:
     ``principles_tokens`` / ``critique_tokens``: pad the principles / each response's critique to about that many
     tokens (0: the short default texts); ``refuse_containing``: a judge prompt holding this text is refused with a
     400, as vLLM refuses a prompt over its context (a failure caused by one request's content); ``trickle_s``: send
-    each answer one byte at a time, that many seconds apart."""
+    each answer one byte at a time, that many seconds apart; ``context_tokens``: the context length (0: unlimited),
+    reported as ``max_model_len`` by ``/v1/models`` like vLLM, with a 400 for a prompt plus ``max_tokens`` over it
+    and ``POST /tokenize`` (vLLM's) counting a prompt's tokens (digits one by one, words, runs of space, other
+    characters, 4 per message)."""
 
     noise: float = 1.0
     position_bias: float = 0.0
@@ -118,6 +121,12 @@ class JudgeSettings:
     critique_tokens: int = 0
     refuse_containing: str | None = None
     trickle_s: float = 0.0
+    context_tokens: int = 0
+
+
+def count_tokens(messages: list[dict[str, Any]]) -> int:
+    """The simulated judge's token count of chat messages (its tokenizer: ``_TOKEN`` pieces, 4 per message)."""
+    return sum(len(_TOKEN.findall(str(m.get("content") or ""))) + 4 for m in messages)
 
 
 async def _trickle(body: bytes, every_s: float):
@@ -139,11 +148,12 @@ class _State:
         self.bodies: list[dict[str, Any]] = []
         self.inflight = 0
         self.max_inflight = 0
+        self.tokenize_calls = 0
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
             return {"requests": self.requests, "completions": self.completions, "n_values": list(self.n_values),
-                    "max_inflight": self.max_inflight}
+                    "max_inflight": self.max_inflight, "tokenize_calls": self.tokenize_calls}
 
 
 def _padded(text: str, tokens: int) -> str:
@@ -267,6 +277,12 @@ def build_app(settings: JudgeSettings | None = None) -> Starlette:
                 return JSONResponse({"error": {"message": f"invalid request body: {exc!r}"}}, status_code=400)
             if n < 1 or n > 128:
                 return JSONResponse({"error": {"message": "n must be between 1 and 128"}}, status_code=400)
+            if s.context_tokens:
+                needed = count_tokens(messages) + int(body.get("max_tokens") or 0)
+                if needed > s.context_tokens:
+                    return JSONResponse({"error": {"message": f"This model's maximum context length is "
+                                                              f"{s.context_tokens} tokens. However, you requested "
+                                                              f"{needed} tokens."}}, status_code=400)
             if s.refuse_containing and s.refuse_containing in prompt:
                 return JSONResponse({"error": {"message": "This model's maximum context length is exceeded "
                                                           "(simulated refusal)"}}, status_code=400)
@@ -310,7 +326,17 @@ def build_app(settings: JudgeSettings | None = None) -> Starlette:
                 state.inflight -= 1
 
     async def models(_: Request) -> JSONResponse:
-        return JSONResponse({"object": "list", "data": [{"id": "simulated-judge", "object": "model"}]})
+        card: dict[str, Any] = {"id": "simulated-judge", "object": "model"}
+        if state.settings.context_tokens:
+            card["max_model_len"] = state.settings.context_tokens
+        return JSONResponse({"object": "list", "data": [card]})
+
+    async def tokenize(request: Request) -> JSONResponse:
+        body = await request.json()
+        with state.lock:
+            state.tokenize_calls += 1
+        count = count_tokens(body.get("messages") or [{"content": body.get("prompt", "")}])
+        return JSONResponse({"count": count, "max_model_len": state.settings.context_tokens or None})
 
     async def control(request: Request) -> JSONResponse:
         update = await request.json()
@@ -332,6 +358,7 @@ def build_app(settings: JudgeSettings | None = None) -> Starlette:
     app = Starlette(routes=[
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
+        Route("/tokenize", tokenize, methods=["POST"]),
         Route("/control", control, methods=["POST"]),
         Route("/stats", stats, methods=["GET"]),
     ])
@@ -399,7 +426,7 @@ class SimulatedJudge:
         requests draw the same samples again."""
         s = self.state
         with s.lock:
-            s.requests = s.completions = s.max_inflight = 0
+            s.requests = s.completions = s.max_inflight = s.tokenize_calls = 0
             s.n_values.clear()
             s.bodies.clear()
             if forget_samples:

@@ -191,6 +191,24 @@ class TransformersBackend:
             state.loading = asyncio.ensure_future(asyncio.to_thread(self.load))
         return await asyncio.shield(state.loading)
 
+    # -- the context budget -------------------------------------------------------------------------------------
+    async def context_window(self) -> int | None:
+        """The model's context length (its config's ``max_position_embeddings``, else the tokenizer's
+        ``model_max_length`` when that is a real limit)."""
+        loaded = await self._model(self._states.get())
+        length = getattr(loaded.model.config, "max_position_embeddings", None)
+        if not isinstance(length, int) or length <= 0:
+            length = getattr(loaded.tokenizer, "model_max_length", None)
+        return length if isinstance(length, int) and 0 < length < 10_000_000 else None
+
+    async def count_tokens(self, messages: ChatMessages) -> int | None:
+        """The exact prompt tokens of ``messages`` (the chat template with the assistant turn opened)."""
+        loaded = await self._model(self._states.get())
+        try:
+            return len(await asyncio.to_thread(loaded.encode, messages))
+        except ConfigError:  # no chat template: generate() reports it; the budget falls back to estimates
+            return None
+
     # -- the Backend protocol -----------------------------------------------------------------------------------
     async def generate(
         self, messages_batch: Sequence[ChatMessages], n: int, sampling: SamplingParams
