@@ -7,7 +7,8 @@ import typer
 
 JUDGE_MODEL = typer.Option(None, "--model", help="Judge model: a local folder / .gguf, or the served name with "
                            "--base-url (default: the embedded SmolLM2 judge).")
-JUDGE_URL = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint serving the judge (vLLM, SGLang).")
+JUDGE_URL = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint serving the judge (vLLM, SGLang); "
+                                                  "several replicas comma-separated.")
 CONFIG = typer.Option(None, "--config", "-c", help="YAML/JSON config file (GRMConfig fields) for the judge.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 LIMIT = typer.Option(None, help="Only the first N items.")

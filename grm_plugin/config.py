@@ -42,7 +42,9 @@ class GRMConfig(BaseSettings):
         None, description="Judge model: the served name (openai engine) or a Hugging Face id / local path / .gguf "
                           "file (transformers engine); unset = the embedded default judge.")
     base_url: str | None = Field(
-        None, description="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (vLLM, SGLang, hosted APIs).")
+        None, description="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (vLLM, SGLang, hosted APIs); "
+                          "several replicas as a list or comma-separated (least outstanding requests, affinity, "
+                          "ejection of failing replicas).")
     api_key: SecretStr | None = Field(
         None, description="API key; falls back to OPENAI_API_KEY, then to 'EMPTY' (what vLLM accepts).")
     max_concurrency: int = Field(64, ge=1, description="Engine requests in flight at once, per event loop.")
@@ -151,6 +153,17 @@ class GRMConfig(BaseSettings):
                            "log-probabilities are absent.")
     top_logprobs: int = Field(20, ge=1, le=100, description="With expected_scores: alternatives per token asked from "
                                                              "the engine (OpenAI's and vLLM's default maximum is 20).")
+
+    @field_validator("base_url", mode="before")
+    @classmethod
+    def _replicas(cls, value: Any) -> Any:
+        """A list of replica URLs is kept as one comma-separated string (what the environment variable holds)."""
+        if isinstance(value, (list, tuple)):
+            urls = [str(u).strip() for u in value if str(u).strip()]
+            if not urls:
+                raise ValueError("expected at least one URL")
+            return ",".join(urls)
+        return value
 
     @field_validator("score_range")
     @classmethod

@@ -11,7 +11,9 @@ response (``voting``). Identical requests are judged once (cache, and sharing of
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
+import json
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -178,6 +180,12 @@ class GRMReward(RewardFunction):
         return f"GRMReward(model={c.model!r}, base_url={c.base_url!r}, k={c.k}, mode={c.mode!r})"
 
     # -- engine per event loop ---------------------------------------------------------------------------------
+    def replica_stats(self) -> list[dict[str, Any]]:
+        """Per judge replica of this event loop's engine: requests, errors, ejections, in flight, ejected now (an
+        engine without replicas: empty)."""
+        stats = getattr(self._states.get().backend, "replica_stats", None)
+        return stats() if stats is not None else []
+
     async def aclose(self) -> None:
         """Cancel what is still being judged in the current event loop and close its engine client."""
         state = self._states.pop()
@@ -342,7 +350,10 @@ class GRMReward(RewardFunction):
                                metadata=request.metadata)
         fixed = await self.principles.fixed(request, backend)
         orders = self._orders(request, rng)
-        sampling = self._sampling(request.n_responses)
+        # one prompt's judge prompts (its group's, all their samples and retries) go to one judge replica
+        affinity = hashlib.blake2b(json.dumps(request.model_dump(mode="json")["prompt"]).encode(),
+                                   digest_size=12).hexdigest()
+        sampling = dataclasses.replace(self._sampling(request.n_responses), affinity=affinity)
         judgements: list[Judgement] = []
         drawn = rounds = 0
         budget = c.max_resamples if c.max_resamples is not None else len(orders)
@@ -419,7 +430,8 @@ class GRMReward(RewardFunction):
         """One completion as a Judgement: parsed, its scores (and expected scores) in the original order."""
         c = self.config
         common = dict(text=completion.text, order=order, finish_reason=completion.finish_reason,
-                      prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens)
+                      prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
+                      replica=completion.replica)
         try:
             parsed, spans = parse_with_spans(completion.text, n_responses, c.score_range)
         except ParseError as exc:

@@ -33,6 +33,7 @@ try:
     from fastapi.responses import JSONResponse, Response
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
     from prometheus_client import multiprocess as prometheus_multiprocess
+    from prometheus_client.core import GaugeMetricFamily
     from starlette.requests import ClientDisconnect
 
     from .serving import METRICS_DIR_VARIABLE, on_signal, redact_access_log
@@ -427,6 +428,35 @@ async def _unless_gone(request: Request, work: Any) -> Any:
     return task.result()
 
 
+_REPLICA_METRICS = [("requests", "Judge calls sent to the replica"),
+                    ("errors", "Judge calls the replica failed (after retries)"),
+                    ("ejections", "Times the replica was ejected"), ("inflight", "Judge calls in flight to the replica"),
+                    ("ejected", "1 while the replica is ejected")]
+
+
+class _Replicas:
+    """A one-scrape Prometheus collector of per-replica figures (no metric files, so fine under --workers)."""
+
+    def __init__(self, stats: list[dict[str, Any]]) -> None:
+        self.stats = stats
+
+    def collect(self) -> Any:
+        for name, help_text in _REPLICA_METRICS:
+            family = GaugeMetricFamily(f"grm_replica_{name}", help_text, labels=["replica"])
+            for replica in self.stats:
+                family.add_metric([replica["replica"]], float(replica[name]))
+            yield family
+
+
+def _replica_metrics(stats: list[dict[str, Any]]) -> bytes:
+    """Per judge replica (this process's engine client): requests, errors, ejections, in flight, ejected now."""
+    if len(stats) < 2:
+        return b""
+    registry = CollectorRegistry()
+    registry.register(_Replicas(stats))
+    return generate_latest(registry)
+
+
 def _digest(row: tuple[str, str, Optional[str]]) -> str:
     """A rollout's (prompt, response, label) as a short key."""
     return hashlib.sha256(json.dumps(row).encode("utf-8", "surrogatepass")).hexdigest()
@@ -495,7 +525,9 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None, me
     @app.get("/metrics")
     async def prometheus() -> Response:
         metrics.waiting.set(batcher.waiting)
-        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        replicas = getattr(reward, "replica_stats", None)
+        extra = _replica_metrics(replicas()) if replicas is not None else b""
+        return Response(metrics.render() + extra, media_type=CONTENT_TYPE_LATEST)
 
     def parse_get_reward(raw: bytes) -> list[tuple[str, str, Optional[str]]]:
         """OpenRLHF's body -> (prompt, response, label) per rollout, or a _BadRequest naming the field."""

@@ -211,6 +211,7 @@ class Judgement(BaseModel):
     completion_tokens: int = 0
     expected_scores: list[float] | None = None
     resampled: bool = False  # drawn to replace an invalid sample (resample_invalid)
+    replica: str | None = None  # the judge replica that wrote it (with several base URLs)
 
     @model_validator(mode="after")
     def _valid_has_scores(self) -> "Judgement":

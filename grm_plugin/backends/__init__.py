@@ -61,6 +61,7 @@ class SamplingParams:
     extra_body: dict[str, Any] = field(default_factory=dict)
     constraint: ScoresConstraint | None = None
     logprobs: int = 0
+    affinity: str | None = None  # calls with the same key go to the same judge replica while it is healthy
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class Completion:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     logprobs: tuple[TokenLogprob, ...] | None = None
+    replica: str | None = None  # the judge server that answered (several replicas)
 
 
 @runtime_checkable

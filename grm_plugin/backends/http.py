@@ -182,6 +182,14 @@ class HTTPTransport:
             raise BackendError(f"{method} {url} returned status {status} with a body that is not JSON: "
                                f"{response.text[:200]!r}", endpoint=url, status=status, attempts=attempt) from None
 
+    async def try_once(self, method: str, url: str, body: dict[str, Any] | None = None) -> BackendError | None:
+        """One attempt without retries (a health probe): None when it answered with JSON, else the failure."""
+        try:
+            _, failure, _ = await self._attempt(self._pools.get(), method, url, body, 1)
+        except BackendError as exc:
+            return exc
+        return failure
+
     async def request_json(self, method: str, url: str, body: dict[str, Any] | None = None) -> Any:
         """One call with the retry policy; returns the JSON reply or raises BackendError naming the endpoint, the
         status (None for connection errors and timeouts) and the attempt."""

@@ -8,6 +8,9 @@ most ``max_concurrency`` requests in flight, and retries with jittered exponenti
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
+import json
 import logging
 import math
 from typing import Any, Sequence
@@ -16,6 +19,7 @@ from .._sync import PerLoop
 from ..errors import BackendError
 from . import ChatMessages, Completion, SamplingParams, TokenLogprob
 from .http import HTTPTransport, RetryPolicy
+from .replicas import Replica, ReplicaPool
 
 logger = logging.getLogger("grm_plugin.backends.openai")
 
@@ -102,7 +106,9 @@ class OpenAIBackend:
     """Async chat completions against ``{base_url}/chat/completions``.
 
     Args:
-        base_url: the API root, e.g. ``http://localhost:8000/v1``.
+        base_url: the API root, e.g. ``http://localhost:8000/v1``; several replicas as a list or comma-separated
+            (``backends.replicas``: least outstanding requests, affinity per judge prompt and group, ejection and
+            re-admission).
         model: the served model name; None asks the server's ``/models`` once and uses the only model it serves.
         api_key: bearer token; defaults to ``OPENAI_API_KEY`` or ``EMPTY``.
         max_concurrency: requests in flight at once.
@@ -116,7 +122,7 @@ class OpenAIBackend:
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         model: str | None = None,
         *,
         api_key: str | None = None,
@@ -129,7 +135,10 @@ class OpenAIBackend:
         extra_body: dict[str, Any] | None = None,
         structured_output: str = "vllm",
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        urls = [u.strip().rstrip("/") for u in (base_url.split(",") if isinstance(base_url, str) else base_url)]
+        urls = [u for u in urls if u]
+        self.pool = ReplicaPool(urls, self._probe)
+        self.base_url = urls[0]  # the first replica answers /models, /tokenize
         self.endpoint = f"{self.base_url}/chat/completions"
         self.model = model
         self.use_n = use_n
@@ -152,6 +161,14 @@ class OpenAIBackend:
     async def aclose(self) -> None:
         """Close this event loop's connections."""
         await self.transport.aclose()
+
+    async def _probe(self, url: str) -> bool:
+        """Whether a replica answers ``GET /models`` (one attempt): it may take calls again."""
+        return await self.transport.try_once("GET", f"{url}/models") is None
+
+    def replica_stats(self) -> list[dict[str, Any]]:
+        """Per judge replica: requests, errors, ejections, requests in flight, whether it is ejected now."""
+        return self.pool.stats()
 
     async def resolve_model(self) -> str:
         """The model name to send: the configured one, else the only model the server lists."""
@@ -230,15 +247,27 @@ class OpenAIBackend:
         body.update(sampling.extra_body)
         if sampling.constraint is not None:
             body.update(self._constraint_body(sampling.constraint.regex()))
-        for attempt in (1, 2):  # a malformed answer is asked again once, like a 5xx, then reported
-            data = await self.transport.request_json("POST", self.endpoint, body)
-            try:
-                return read_chat_completion(data, n, sampling.logprobs > 0)
-            except BackendError as exc:
-                if attempt == 2:
-                    raise BackendError(f"POST {self.endpoint}: {exc} (twice)", endpoint=self.endpoint) from None
-                logger.warning("POST %s: %s; asking again once", self.endpoint, exc)
-        raise AssertionError("unreachable")  # pragma: no cover
+        key = sampling.affinity
+        if key is None and len(self.pool) > 1:  # the samples and retries of one judge prompt stay together
+            key = hashlib.blake2b(json.dumps(body["messages"], default=str).encode(), digest_size=12).hexdigest()
+
+        async def send(replica: Replica) -> list[Completion]:
+            endpoint = f"{replica.url}/chat/completions"
+            for attempt in (1, 2):  # a malformed answer is asked again once, like a 5xx, then reported
+                data = await self.transport.request_json("POST", endpoint, body)
+                try:
+                    completions = read_chat_completion(data, n, sampling.logprobs > 0)
+                except BackendError as exc:
+                    if attempt == 2:
+                        raise BackendError(f"POST {endpoint}: {exc} (twice)", endpoint=endpoint) from None
+                    logger.warning("POST %s: %s; asking again once", endpoint, exc)
+                    continue
+                if len(self.pool) > 1:
+                    completions = [dataclasses.replace(c, replica=replica.url) for c in completions]
+                return completions
+            raise AssertionError("unreachable")  # pragma: no cover
+
+        return await self.pool.call(key, send)
 
     async def _complete_n(self, messages: ChatMessages, n: int, sampling: SamplingParams) -> list[Completion]:
         if self.use_n or n == 1:
