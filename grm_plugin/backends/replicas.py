@@ -104,6 +104,10 @@ class ReplicaPool:
         return replica
 
     def eject(self, replica: Replica) -> None:
+        """Take the replica out for its backoff; calls that fail on it while it is out add nothing (they were sent
+        before it went out), so a burst of failures is one ejection, not a backoff of its own each."""
+        if replica.ejected_until > time.monotonic():
+            return
         replica.strikes += 1
         replica.ejections += 1
         replica.ejected_until = time.monotonic() + min(self.max_eject_s, self.eject_s * 2 ** (replica.strikes - 1))

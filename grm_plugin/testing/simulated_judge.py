@@ -106,7 +106,8 @@ class JudgeSettings:
     each answer one byte at a time, that many seconds apart; ``context_tokens``: the context length (0: unlimited),
     reported as ``max_model_len`` by ``/v1/models`` like vLLM, with a 400 for a prompt plus ``max_tokens`` over it
     and ``POST /tokenize`` (vLLM's) counting a prompt's tokens (digits one by one, words, runs of space, other
-    characters, 4 per message)."""
+    characters, 4 per message); ``capacity``: requests served at once (0: unlimited), the others wait their turn,
+    like a replica with a fixed batch size (``delay_s`` is then each request's service time)."""
 
     noise: float = 1.0
     position_bias: float = 0.0
@@ -122,6 +123,7 @@ class JudgeSettings:
     refuse_containing: str | None = None
     trickle_s: float = 0.0
     context_tokens: int = 0
+    capacity: int = 0
 
 
 def count_tokens(messages: list[dict[str, Any]]) -> int:
@@ -149,6 +151,7 @@ class _State:
         self.inflight = 0
         self.max_inflight = 0
         self.tokenize_calls = 0
+        self.slots: asyncio.Semaphore | None = None  # capacity, made in the server's event loop
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
@@ -261,7 +264,12 @@ def build_app(settings: JudgeSettings | None = None) -> Starlette:
             state.max_inflight = max(state.max_inflight, state.inflight)
             failure = s.fail_next.pop(0) if s.fail_next else None
         try:
-            if s.delay_s:
+            if s.capacity:
+                if state.slots is None:
+                    state.slots = asyncio.Semaphore(s.capacity)
+                async with state.slots:
+                    await asyncio.sleep(s.delay_s)
+            elif s.delay_s:
                 await asyncio.sleep(s.delay_s)
             if failure is not None:
                 return JSONResponse({"error": {"message": f"simulated failure {failure}", "code": failure}},
@@ -398,6 +406,7 @@ class SimulatedJudge:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> "SimulatedJudge":
+        self.state.slots = None  # a restart runs a new event loop
         sock = _free_socket(self.requested_port or 0)
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off")
