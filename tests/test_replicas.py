@@ -98,3 +98,15 @@ def test_grm_serve_reports_each_replica_in_its_metrics(replicas):
         for judge in replicas:
             assert f'grm_replica_requests{{replica="{judge.base_url}"}}' in text
         assert server.metric("grm_replica_requests") == 6 and server.metric("grm_replica_ejected") == 0
+
+
+def test_a_burst_of_failures_on_one_replica_is_one_ejection():
+    from grm_plugin.backends.replicas import ReplicaPool
+
+    async def never(_):
+        return False
+
+    pool = ReplicaPool(["http://a", "http://b"], never, eject_s=2.0)
+    for _ in range(48):  # 48 calls in flight to it fail at once
+        pool.eject(pool.replicas[0])
+    assert pool.replicas[0].ejections == 1 and pool.replicas[0].strikes == 1
