@@ -340,6 +340,10 @@ def serve(
                                  labels_as_reference=not no_label_reference, invalid_reward=invalid_reward,
                                  workers=workers, max_queue_wait_s=max_queue_wait, drain_timeout_s=drain_timeout,
                                  max_connections=max_connections)
+        if workers > 1 and settings.group_size != 1:
+            typer.echo(f"warning: with --workers {workers} each worker holds its own cohorts, so a prompt's rollouts "
+                       "that reach different workers are judged in separate groups; use --workers 1 (one process "
+                       "judges thousands of rollouts a second) or --group-size 1", err=True)
         if meta_rm is not None and workers > 1:
             raise _fail("error: --meta-rm runs with one worker (--workers 1)", 2)
         meta = _load_meta_rm(meta_rm)

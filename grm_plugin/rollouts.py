@@ -144,7 +144,8 @@ class MicroBatcher:
         self.pending -= 1
 
     def expected_wait_s(self, horizon_s: float = 10.0) -> float | None:
-        """How long a rollout submitted now should wait for its answer: the rollouts pending over the rate at which
+        """How long a rollout submitted now should wait for its answer: the rollouts pending (not counting those
+        held in cohorts for the rest of their group: they wait for rollouts, not for the judge) over the rate at which
         rollouts were answered in the last ``horizon_s`` seconds; None before two batches were answered in it (no
         rate yet, or idle)."""
         now = time.perf_counter()
@@ -155,7 +156,7 @@ class MicroBatcher:
             return None
         span = max(now - answered[0][0], 1e-3)
         rate = sum(count for _, count in answered) / span
-        return self.pending / rate if rate > 0 else None
+        return (self.pending - self.waiting) / rate if rate > 0 else None
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -252,7 +253,8 @@ def rollout_reward(judged: RowJudgements, row: int, score_range: tuple[int, int]
     Without a valid judgement (every sample failed to parse) the reward is ``invalid_reward`` (None: the bottom of
     ``score_range``) and the score 0: an unreadable judgement is never a prize, or a response that breaks the judge
     would out-earn a poor one. (An engine failure is not this: it reaches the rollout as an error.) The logs are ``grm_valid_samples``, ``grm_samples``, ``grm_mean_score`` (-1 without one), ``grm_group_size``
-    (responses judged together) and ``grm_cached``, all finite floats.
+    (responses judged together), ``grm_cached``, ``grm_resampled`` (replacements drawn for unparseable samples)
+    and ``grm_truncated_tokens`` (cut to fit the judge's context), all finite floats.
     """
     slot = judged.slots[row]
     result = judged.results[slot.request]
@@ -264,7 +266,8 @@ def rollout_reward(judged: RowJudgements, row: int, score_range: tuple[int, int]
         reward = invalid_reward if invalid_reward is not None else score_range[0]
     logs = {"grm_valid_samples": float(result.valid_samples), "grm_samples": float(result.samples),
             "grm_mean_score": float(mean) if mean is not None else float("nan"),
-            "grm_group_size": float(len(result.rewards)), "grm_cached": float(result.cached)}
+            "grm_group_size": float(len(result.rewards)), "grm_cached": float(result.cached),
+            "grm_resampled": float(result.resampled), "grm_truncated_tokens": float(result.truncated_tokens)}
     logs = {k: (v if math.isfinite(v) else -1.0) for k, v in logs.items()}  # JSON has no NaN
     return float(reward), float(score), logs
 

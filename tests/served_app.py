@@ -49,7 +49,9 @@ class Server:
 
     def metric(self, name: str) -> float:
         total = 0.0
-        for line in httpx.get(f"{self.url}/metrics").text.splitlines():
+        key = self.settings.api_key.get_secret_value() if self.settings.api_key is not None else None
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        for line in httpx.get(f"{self.url}/metrics", headers=headers).text.splitlines():
             if line.startswith(name) and not line.startswith("#"):
                 total += float(line.rsplit(" ", 1)[1])
         return total
