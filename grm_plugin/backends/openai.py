@@ -1,6 +1,6 @@
 """OpenAIBackend: chat completions from any OpenAI-compatible server (vLLM, SGLang, hosted APIs).
 
-Requests go through the engines' one HTTP transport (``backends/http.py``): a pooled httpx2 client per event loop, at
+Requests go through the engines' one HTTP transport (``backends/http.py``): a pooled aiohttp session per event loop, at
 most ``max_concurrency`` requests in flight, and retries with jittered exponential backoff only where a retry is safe
 (408, 409, 425, 429, 5xx, connection errors, timeouts); any other 4xx fails at once with the server's own message.
 """
