@@ -351,7 +351,7 @@ class GRMReward(RewardFunction):
         fixed = await self.principles.fixed(request, backend)
         orders = self._orders(request, rng)
         # one prompt's judge prompts (its group's, all their samples and retries) go to one judge replica
-        affinity = hashlib.blake2b(json.dumps(request.model_dump(mode="json")["prompt"]).encode(),
+        affinity = hashlib.blake2b(json.dumps(request.model_dump(mode="json", include={"prompt"})).encode(),
                                    digest_size=12).hexdigest()
         sampling = dataclasses.replace(self._sampling(request.n_responses), affinity=affinity)
         judgements: list[Judgement] = []

@@ -457,6 +457,14 @@ def _replica_metrics(stats: list[dict[str, Any]]) -> bytes:
     return generate_latest(registry)
 
 
+def _validated(model: Any, payload: Any, what: str) -> Any:
+    """``model`` validated from ``payload``, or a 422 _BadRequest naming the fields (``what``: where they are)."""
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise _BadRequest(422, format_validation_error(exc, what)) from None
+
+
 def _digest(row: tuple[str, str, Optional[str]]) -> str:
     """A rollout's (prompt, response, label) as a short key."""
     return hashlib.sha256(json.dumps(row).encode("utf-8", "surrogatepass")).hexdigest()
@@ -539,10 +547,7 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None, me
             value = payload.get(key)
             if isinstance(value, list) and len(value) > settings.max_items:
                 raise _BadRequest(413, f"{key}: {len(value)} items exceed the limit of {settings.max_items}")
-        try:
-            body = GetRewardBody.model_validate(payload)
-        except ValidationError as exc:
-            raise _BadRequest(422, format_validation_error(exc, "get_reward body")) from None
+        body = _validated(GetRewardBody, payload, "get_reward body")
         n = len(body.query)
         if len(body.prompts) != n:
             raise _BadRequest(422, f"prompts: {len(body.prompts)} items, expected one per query ({n})")
@@ -576,7 +581,7 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None, me
     async def judged(request: Request, rows: list[tuple[Any, str, Optional[str]]]) -> Any:
         """Judge rollouts (prompt, response, label) through the cohorts: their (judged, row, dispatched) outcomes, or
         the JSONResponse that answers the request instead (a known culprit, load shedding, a timeout, a failure)."""
-        known = next((culprits.get(_digest(row)) for row in rows if culprits.get(_digest(row)) is not None), None)
+        known = next((m for m in (culprits.get(_digest(row)) for row in rows) if m is not None), None)
         if known is not None:  # refused before: OpenRLHF's client retries a 422 five times, the judge once is enough
             return _error(422, known, retryable=False)
         shed = overloaded(len(rows))
@@ -627,10 +632,7 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None, me
         items = payload.get("rollouts") if isinstance(payload, dict) else None
         if isinstance(items, list) and len(items) > settings.max_items:
             raise _BadRequest(413, f"rollouts: {len(items)} items exceed the limit of {settings.max_items}")
-        try:
-            body = RolloutsBody.model_validate(payload)
-        except ValidationError as exc:
-            raise _BadRequest(422, format_validation_error(exc, "rollouts body")) from None
+        body = _validated(RolloutsBody, payload, "rollouts body")
         return [(item.prompt if isinstance(item.prompt, str) else [m.model_dump(exclude_none=True) for m in item.prompt],
                  item.response, item.reference or None) for item in body.rollouts]
 
@@ -676,10 +678,7 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None, me
             if isinstance(responses, list) and len(responses) > settings.max_responses:
                 raise _BadRequest(413, f"requests[{i}].responses: {len(responses)} responses exceed the limit of "
                                        f"{settings.max_responses} per request (GRM_SERVE_MAX_RESPONSES)")
-            try:
-                requests.append(ScoreRequest.model_validate(item))
-            except ValidationError as exc:
-                raise _BadRequest(422, format_validation_error(exc, f"requests[{i}]")) from None
+            requests.append(_validated(ScoreRequest, item, f"requests[{i}]"))
         return requests
 
     async def score(request: Request) -> JSONResponse:
