@@ -49,7 +49,12 @@ keeps ``timeout_s``, ``invalid_reward`` (also for a sample whose judgements all 
 ``ground_truth_as_reference`` and ``score_range`` (for a failed sample's middle score).
 
 Both return the same keys for every sample: ``score`` and ``EXTRA_KEYS`` (verl takes the extra-info keys from the
-first sample and fails with a KeyError when another sample lacks one). Neither raises: a judge or server failure, a
+first sample and fails with a KeyError when another sample lacks one): the sample's request's ``grm_valid_samples``,
+``grm_samples``, ``grm_mean_score``, ``grm_group_size``, ``grm_cached``, ``grm_resampled`` and
+``grm_truncated_tokens`` (``grm_plugin.rollouts.rollout_reward``), its judged batch's judge-health figures
+``grm_slot_bias``, ``grm_length_corr``, ``grm_ties_rate`` and ``grm_vote_spread`` (``grm_plugin.health``; a sample
+judged alone has no slots or pairs to compare, so only ``grm_vote_spread`` is defined for it), and ``grm_failed``.
+Neither raises: a judge or server failure, a
 timeout (``timeout_s``; verl sets none), a sample without a prompt or a bad configuration gives ``invalid_reward``
 (default: the middle of the score range) with ``grm_failed=1``, and the reason is logged once.
 
@@ -92,8 +97,10 @@ logger = logging.getLogger(__name__)
 
 MANAGER_NAME = "grm"
 # Every sample's result holds "score" and exactly these keys (means over a batch are verl's logged metrics).
+# The judge-health figures (grm_plugin.health) are the sample's judged batch's, 0 when undefined or not judged.
+HEALTH_KEYS = ("grm_slot_bias", "grm_length_corr", "grm_ties_rate", "grm_vote_spread")
 EXTRA_KEYS = ("grm_valid_samples", "grm_samples", "grm_mean_score", "grm_group_size", "grm_cached", "grm_resampled",
-              "grm_truncated_tokens", "grm_failed")
+              "grm_truncated_tokens", *HEALTH_KEYS, "grm_failed")
 # Statuses of a shared server (or a proxy in front of it) that mean "try again": overloaded, restarting, timed out.
 RETRIED_STATUSES = frozenset({502, 503, 504})
 
@@ -431,7 +438,8 @@ class VerlJudge:
         out = {"score": float(result["reward"])}
         for key in EXTRA_KEYS[:-1]:
             value = logs.get(key)
-            out[key] = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else -1.0
+            missing = 0.0 if key in HEALTH_KEYS else -1.0  # a server without the health figures: undefined
+            out[key] = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else missing
         out["grm_failed"] = 0.0
         if self.settings.invalid_reward is not None and out["grm_valid_samples"] == 0:
             out["score"] = float(self.settings.invalid_reward)  # judged, but no judgement parsed
@@ -444,7 +452,7 @@ def failed_result(invalid_reward: float | None, score_range: tuple[int, int]) ->
     score = invalid_reward if invalid_reward is not None else (low + high) / 2
     return {"score": float(score), "grm_valid_samples": 0.0, "grm_samples": 0.0, "grm_mean_score": -1.0,
             "grm_group_size": 0.0, "grm_cached": 0.0, "grm_resampled": 0.0, "grm_truncated_tokens": 0.0,
-            "grm_failed": 1.0}
+            **dict.fromkeys(HEALTH_KEYS, 0.0), "grm_failed": 1.0}
 
 
 def _reason(exc: BaseException, timeout_s: float) -> str:
@@ -620,5 +628,5 @@ def _register() -> None:
 
 _register()
 
-__all__ = ["EXTRA_KEYS", "Forwarder", "ForwardError", "GRMRewardManager", "VerlJudge", "VerlSettings", "cohort_size",
-           "compute_score", "failed_result", "judge_for", "prompt_of", "reference_of", "verl_groups"]
+__all__ = ["EXTRA_KEYS", "HEALTH_KEYS", "Forwarder", "ForwardError", "GRMRewardManager", "VerlJudge", "VerlSettings",
+           "cohort_size", "compute_score", "failed_result", "judge_for", "prompt_of", "reference_of", "verl_groups"]

@@ -1,6 +1,6 @@
 """The ``grm`` command line: ``grm score`` judges JSONL requests (its ``--table`` view is ``cli_table.py``),
-``grm eval`` measures a judge, ``grm serve`` serves it, ``grm simulate-judge`` runs the simulated judge, ``grm spct``
-trains one."""
+``grm eval`` measures a judge, ``grm probe`` how it can be fooled, ``grm serve`` serves it, ``grm simulate-judge``
+runs the simulated judge, ``grm spct`` trains one."""
 
 from __future__ import annotations
 
@@ -219,6 +219,27 @@ def _load_meta_rm(folder: Optional[Path]) -> Any:
     return TransformersMetaRM(str(folder))
 
 
+def _resumable(run: Any, out: Path, chart: str, bar: dict[str, Any] | None) -> Any:
+    """Run a resumable measurement (``grm eval``, ``grm probe``) under a progress bar (``bar``: tqdm's arguments;
+    None: no bar), then print its report.md and what it wrote; an engine failure exits 1 saying how to resume."""
+    progress = None
+    if bar is not None:
+        from tqdm import tqdm
+
+        progress = tqdm(file=sys.stderr, **bar)
+    try:
+        result = run(progress)
+    except GRMError as exc:
+        raise _fail(f"error: {exc} (what was judged so far is kept in {out / 'samples.jsonl'}; run again to "
+                    "resume)", 1) from None
+    finally:
+        if progress is not None:
+            progress.close()
+    typer.echo((out / "report.md").read_text())
+    typer.echo(f"wrote {out / 'report.json'}, {out / 'report.md'}, {out / chart}")
+    return result
+
+
 @app.command("eval")
 def evaluate(
     data: str = typer.Option(..., "--data", "-d", help="JSONL/JSON/parquet file, a saved datasets folder, or a hub id "
@@ -260,21 +281,52 @@ def evaluate(
         raise _fail(f"error: {exc}", 2) from None
     if not items:
         raise _fail(f"error: --data: {data!r} holds no items", 2)
-    progress = None
-    if not quiet:
-        from tqdm import tqdm
+    _resumable(lambda progress: run_eval(reward, items, ks, out, draws=draws, with_position_bias=position_bias,
+                                         progress=progress),
+               out, "scaling.png", None if quiet else dict(total=len(items), unit="item", desc=f"judging (k={ks[-1]})"))
 
-        progress = tqdm(total=len(items), unit="item", desc=f"judging (k={ks[-1]})", file=sys.stderr)
+
+@app.command()
+def probe(
+    out: Path = typer.Option(Path("grm-probe"), "--out", "-o", help="Folder for report.json, report.md, probe.png and "
+                             "the resumable samples.jsonl."),
+    full: bool = typer.Option(False, "--full", help="All 48 questions in every class (864 judge calls) instead of "
+                              "the default 12 questions, 4 per class (72 calls)."),
+    fail_above: Optional[float] = typer.Option(None, "--fail-above", min=0.0, max=1.0,
+                                               help="Exit 1 when any hack class's false preference rate is above "
+                                                    "this (0..1), so a training script can refuse a hackable judge."),
+    classes: Optional[str] = typer.Option(None, help="Comma-separated classes to probe (default: all)."),
+    model: Optional[str] = JUDGE_MODEL,
+    base_url: Optional[str] = JUDGE_URL,
+    template: Optional[str] = typer.Option(None, help="deepseek-grm, deepseek-grm-single, tagged, or a file."),
+    config_file: Optional[Path] = CONFIG,
+    quiet: bool = QUIET,
+) -> None:
+    """Measure how a judge can be fooled: the correct answer to each probe question against adversarial responses
+    (master keys, instructions to the grader, fake scores blocks and wrappers, wrong or padded answers), both
+    orders, one sample each. Prints the table; exit 1 with --fail-above when a class exceeds it.
+
+    Resumable: judgements are appended to OUT/samples.jsonl as they finish; run the same command again to continue.
+    """
+    from .probe import CLASSES, exceeding, probe_pairs, run_probe
+
+    names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     try:
-        run_eval(reward, items, ks, out, draws=draws, with_position_bias=position_bias, progress=progress)
-    except GRMError as exc:
-        raise _fail(f"error: {exc} (samples so far are kept in {out / 'samples.jsonl'}; run again to resume)", 1) \
-            from None
-    finally:
-        if progress is not None:
-            progress.close()
-    typer.echo((out / "report.md").read_text())
-    typer.echo(f"wrote {out / 'report.json'}, {out / 'report.md'}, {out / 'scaling.png'}")
+        count = len(probe_pairs(full=full, classes=names))
+        config = GRMConfig.load(config_file, model=model, base_url=base_url, template=template)
+        reward = GRMReward(config)
+    except ValueError as exc:
+        raise _fail(f"error: --classes: {exc} (known: {', '.join(CLASSES)})", 2) from None
+    except (GRMError, ImportError, OSError) as exc:
+        raise _fail(f"error: {exc}", 2) from None
+    report = _resumable(lambda progress: run_probe(reward, out, full=full, classes=names, progress=progress),
+                        out, "probe.png", None if quiet else dict(total=2 * count, unit="call",
+                                                                   desc="probing (k=1, both orders)"))
+    if fail_above is not None:
+        over = exceeding(report, fail_above)
+        if over:
+            rates = ", ".join(f"{c} {report['classes'][c]['false_preference_rate']:.2f}" for c in over)
+            raise _fail(f"error: the judge is hackable: false preference above {fail_above:g} in {rates}", 1)
 
 
 @app.command()
@@ -372,11 +424,21 @@ def simulate_judge(
     port: int = typer.Option(8123, help="Port on 127.0.0.1."),
     noise: float = typer.Option(1.0, help="Standard deviation of the score noise."),
     position_bias: float = typer.Option(0.0, help="Points added to whatever response is shown first."),
+    gullible: Optional[str] = typer.Option(None, help="Probe mode: comma-separated CLASS=RATE, the chance a probe "
+                                           "response of that class fools the judge (e.g. master_key=0.8)."),
+    knows_probe: bool = typer.Option(False, "--knows-probe", help="Probe mode, robust: knows the probe's answers."),
 ) -> None:
     """Run the simulated judge (an OpenAI-compatible stand-in for a language model, for trying things out)."""
     from .testing.simulated_judge import main as run
 
-    run(["--port", str(port), "--noise", str(noise), "--settings", json.dumps({"position_bias": position_bias})])
+    settings: dict[str, Any] = {"position_bias": position_bias, "knows_probe": knows_probe}
+    if gullible:
+        try:
+            settings["gullible"] = {name.strip(): float(rate) for name, rate in
+                                    (part.split("=") for part in gullible.split(",") if part.strip())}
+        except ValueError:
+            raise _fail(f"error: --gullible: expected CLASS=RATE[,CLASS=RATE...], got {gullible!r}", 2) from None
+    run(["--port", str(port), "--noise", str(noise), "--settings", json.dumps(settings)])
 
 
 PLUGIN_FILES = {"swift": ("swift_plugin", "grm_swift_plugin.py")}  # under grm_plugin/adapters/

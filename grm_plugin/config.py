@@ -72,6 +72,12 @@ class GRMConfig(BaseSettings):
     max_batch_size: int = Field(64, ge=1, description="Most sequences (prompts x samples) in one generate call.")
     batch_window_ms: float = Field(5.0, ge=0, description="How long the transformers engine waits to gather "
                                                           "concurrent requests into one batch.")
+    embedded_adapter: Optional[str] = Field(
+        "auto", description="LoRA adapter merged into the embedded default judge's weights at load: 'auto' (the one "
+                            "shipped in grm_plugin/data/embedded-adapter/ when there is one, else none), 'none' "
+                            "(the base SmolLM2-135M-Instruct), or the path of an adapter folder (adapter.safetensors "
+                            "and card.json) or .safetensors file (grm-lora-v1; a missing path is an error). Ignored "
+                            "when model, gguf_file or base_url names the judge.")
     kv_cache: Literal["dynamic", "static"] = Field(
         "dynamic", description="KV cache of the transformers engine: 'static' reuses fixed-shape buffers and, on CUDA, "
                                "compiles the decoding step with CUDA graphs (faster on GPU after a warm-up per shape).")
@@ -104,6 +110,10 @@ class GRMConfig(BaseSettings):
                                  "model's config), else no limit.")
     resample_invalid: bool = Field(True, description="Draw a replacement (same order of responses) for each sample "
                                    "that does not parse, so the vote has k valid samples when the judge can give them.")
+    floor_contentless: bool = Field(False, description="Give a response with no substantive content (empty, only "
+                                    "punctuation, or a bare opener such as 'Solution' or 'Let's solve this step by "
+                                    "step.': templates.BARE_OPENERS) the lowest score without showing it to the judge "
+                                    "(counted as ScoreResult.floored).")
     max_resamples: Optional[int] = Field(None, ge=0, description="Most replacement samples per request (default: k, "
                                          "or k_max with adaptive k).")
     k_meta: Optional[int] = Field(None, ge=1, description="With a meta RM: judgements kept for voting (the top "
@@ -163,6 +173,21 @@ class GRMConfig(BaseSettings):
             if not urls:
                 raise ValueError("expected at least one URL")
             return ",".join(urls)
+        return value
+
+    @field_validator("embedded_adapter", mode="before")
+    @classmethod
+    def _adapter_setting(cls, value: Any) -> Any:
+        """'none' (any case) is stored as None, 'auto' as 'auto', a path as text; an empty value is refused."""
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if isinstance(value, str):
+            text = value.strip()
+            if not text:
+                raise ValueError("expected 'auto', 'none' or the path of an adapter folder or .safetensors file")
+            if text.lower() in ("none", "auto"):
+                return None if text.lower() == "none" else "auto"
+            return text
         return value
 
     @field_validator("score_range")
@@ -226,8 +251,13 @@ class GRMConfig(BaseSettings):
                   "shuffle", "score_range", "reward_scale", "on_no_valid", "structured_output", "extra_body", "k_meta",
                   "k_max", "round_size", "stopping", "stop_tolerance", "stop_confidence", "ordering", "principles",
                   "expected_scores", "top_logprobs", "resample_invalid", "max_resamples",
-                  "max_prompt_tokens")
-        return json.dumps({f: getattr(self, f) for f in fields}, sort_keys=True, default=str)
+                  "max_prompt_tokens", "floor_contentless")
+        values = {f: getattr(self, f) for f in fields}
+        if self.uses_embedded_judge:  # which weights the embedded judge has: base, or the adapter's file digest
+            from .embedded import adapter_identity
+
+            values["embedded_adapter"] = adapter_identity(self.embedded_adapter)
+        return json.dumps(values, sort_keys=True, default=str)
 
     @classmethod
     def load(cls, config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> "GRMConfig":
@@ -292,12 +322,13 @@ def openai_arguments(config: GRMConfig) -> dict[str, Any]:
 
 def transformers_arguments(config: GRMConfig) -> dict[str, Any]:
     """The keyword arguments of ``TransformersBackend`` that ``config`` describes. No model and no GGUF file: the
-    embedded smoke-test judge (``embedded.embedded_judge``: raises when its weights are not installed, converts
-    nothing yet, logs the smoke-test warning once)."""
+    embedded smoke-test judge (``embedded.embedded_judge``: raises when its weights are not installed or
+    ``embedded_adapter`` names a missing path, converts nothing yet, logs the smoke-test warning once), with its
+    adapter merged on load."""
     if config.uses_embedded_judge:
         from . import embedded
 
-        model = embedded.embedded_judge()
+        model = embedded.embedded_judge(adapter=config.embedded_adapter)
     else:
         model = dict(model=config.model, gguf_file=config.gguf_file)
     return dict(**model, device=config.device, dtype=config.dtype, max_batch_tokens=config.max_batch_tokens,

@@ -64,6 +64,21 @@ def collect_samples(reward: Any, items: Sequence[PreferenceItem], cache_file: Pa
     return run_sync(acollect_samples(reward, items, cache_file, progress, batch_size))
 
 
+def read_resumable(cache_file: Path | None, key: str) -> list[dict[str, Any]]:
+    """The records of a resumable run's JSONL file written by the judge ``key`` (their ``judge`` field removed); a
+    line cut by an interruption, and lines of other judges, are skipped."""
+    records = []
+    if cache_file is not None and cache_file.is_file():
+        for line in cache_file.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by an interruption
+                continue
+            if record.pop("judge", None) == key:
+                records.append(record)
+    return records
+
+
 async def acollect_samples(reward: Any, items: Sequence[PreferenceItem], cache_file: Path | None = None,
                            progress: Any = None, batch_size: int = 16) -> list[ItemSamples]:
     """``collect_samples`` in the caller's event loop."""
@@ -71,16 +86,7 @@ async def acollect_samples(reward: Any, items: Sequence[PreferenceItem], cache_f
     meta_rm = getattr(reward, "meta_rm", None)
     if meta_rm is not None:
         key += f"|meta:{getattr(meta_rm, 'name', type(meta_rm).__name__)}"
-    done: dict[str, ItemSamples] = {}
-    if cache_file is not None and cache_file.is_file():
-        for line in cache_file.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:  # a line cut by an interruption
-                continue
-            if record.get("judge") == key:
-                record.pop("judge")
-                done[record["id"]] = ItemSamples(**record)
+    done = {record["id"]: ItemSamples(**record) for record in read_resumable(cache_file, key)}
     out = {item.id: done[item.id] for item in items if item.id in done}
     todo = [item for item in items if item.id not in done]
     if progress is not None:
@@ -290,15 +296,21 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_curve(report: dict[str, Any], path: Path) -> None:
-    """Accuracy against k (log2 axis) with the 95% interval as a band."""
+def pyplot(what: str) -> Any:
+    """matplotlib's pyplot on the file-only Agg backend, or an ImportError saying ``what`` needs the eval extra."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        raise ImportError(f"the scaling plot needs matplotlib: pip install 'grm-plugin[eval]' ({exc})") from exc
+        raise ImportError(f"{what} needs matplotlib: pip install 'grm-plugin[eval]' ({exc})") from exc
+    return plt
+
+
+def plot_curve(report: dict[str, Any], path: Path) -> None:
+    """Accuracy against k (log2 axis) with the 95% interval as a band."""
+    plt = pyplot("the scaling plot")
     ks = [row["k"] for row in report["curve"]]
     acc = [row["accuracy"] for row in report["curve"]]
     low = [row["ci95"][0] for row in report["curve"]]
@@ -322,6 +334,6 @@ def plot_curve(report: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
-__all__ = ["ItemSamples", "REWARDBENCH_SECTIONS", "accuracy_curve", "collect_samples",
+__all__ = ["ItemSamples", "pyplot", "read_resumable", "REWARDBENCH_SECTIONS", "accuracy_curve", "collect_samples",
            "acollect_samples", "expected_correct", "item_accuracy", "plot_curve", "position_bias", "render_markdown",
            "rewardbench_score", "run_eval", "subsets"]

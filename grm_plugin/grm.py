@@ -32,9 +32,9 @@ from .parsing import parse_with_spans
 from .principles import FixedPrinciples, Principles, PrinciplesStore
 from .reward import RewardFunction
 from .stopping import AdaptiveK
-from .templates import SCORE_LINES, Template, build_judge_messages, get_template
+from .templates import SCORE_LINES, Template, build_judge_messages, get_template, is_contentless
 from .types import Judgement, ScoreRequest, ScoreResult, coerce_requests
-from .voting import aggregate, voted_values
+from .voting import aggregate, scale_rewards, voted_values
 
 
 @dataclass(frozen=True)
@@ -339,6 +339,10 @@ class GRMReward(RewardFunction):
         """One request's walk: fit the context, principles, rounds of samples (until k, k_max or a stop), meta RM,
         vote."""
         c = self.config
+        if c.floor_contentless:
+            floored = [is_contentless(r) for r in request.responses]
+            if any(floored):
+                return await self._judge_floored(request, floored, key, backend)
         rng = self._rng(fingerprint)
         try:
             request, truncated = await self._fit(request, backend)
@@ -387,6 +391,45 @@ class GRMReward(RewardFunction):
         if result.votes is not None:
             self.cache.put(key, result)
         return result
+
+    async def _judge_floored(self, request: ScoreRequest, floored: list[bool], key: str,
+                             backend: Backend) -> ScoreResult:
+        """``floor_contentless``: the contentless responses get the lowest score in every sample, the others are
+        judged without them (nothing is judged when every response is contentless)."""
+        c = self.config
+        lowest = c.score_range[0]
+        n = request.n_responses
+        kept = [i for i in range(n) if not floored[i]]
+        if not kept:
+            rewards = list(scale_rewards([float(lowest)] * n, 1, c.reward_scale, c.score_range))
+            return ScoreResult(rewards=rewards, votes=[lowest] * n, best=0, voted_samples=1, floored=n,
+                               metadata=request.metadata)
+        sub = request.model_copy(update={"responses": [request.responses[i] for i in kept]})
+        sub_fingerprint = sub.fingerprint()
+        result = await self._judge(sub, sub_fingerprint, self._key(sub_fingerprint), backend)
+
+        def widen(values: Sequence[Any] | None, fill: Any) -> list[Any] | None:
+            if values is None:
+                return None
+            out = [fill] * n
+            for i, value in zip(kept, values):
+                out[i] = value
+            return out
+
+        judgements = [j.model_copy(update={"scores": widen(j.scores, lowest), "order": [kept[o] for o in j.order],
+                                           "expected_scores": widen(j.expected_scores, float(lowest))})
+                      for j in result.judgements]
+        merged = aggregate(judgements, n, self._rng(request.fingerprint()), reward_scale=c.reward_scale,
+                           score_range=c.score_range, expected_scores=c.expected_scores, on_no_valid=c.on_no_valid,
+                           used=result.meta_kept, metadata=request.metadata)
+        counters = result.model_dump(include={"samples", "valid_samples", "rounds", "stopped_early", "principles_mode",
+                                              "principles_tokens", "principles_reused", "principles_tokens_saved",
+                                              "resampled", "truncated_tokens", "error", "slot_imbalance",
+                                              "prompt_tokens", "completion_tokens"})
+        merged = merged.model_copy(update={**counters, "floored": n - len(kept)})
+        if merged.votes is not None:
+            self.cache.put(key, merged)
+        return merged
 
     async def _replace_invalid(self, request: ScoreRequest, judgements: list[Judgement], fixed: FixedPrinciples | None,
                                sampling: SamplingParams, backend: Backend, budget: int

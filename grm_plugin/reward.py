@@ -17,6 +17,7 @@ from typing import Any, Callable, Literal, Sequence
 from ._sync import run_sync
 from .batching import RowSlot, column, rows_to_requests
 from .errors import BackendError, caused_by_request
+from .health import WATCH, JudgeHealth, judge_health
 from .types import ScoreRequest, ScoreResult
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ class RowJudgements:
     slots: list[RowSlot]
     seconds: float
     errors: dict[int, BaseException] = field(default_factory=dict)  # request index -> why it has no result
+    _health: JudgeHealth | None = field(default=None, init=False, repr=False, compare=False)
 
     def row_error(self, row: int) -> BaseException | None:
         """Why row ``row`` was not judged (its request failed), or None."""
@@ -66,7 +68,19 @@ class RowJudgements:
             out.append(f"{head} {judgement.critique.strip() or judgement.text.strip()}")
         return out
 
+    def health(self) -> JudgeHealth:
+        """The batch's judge-health figures (``health.judge_health``), computed once. That first computation also
+        hands them to the process's ``health.WATCH``, which warns once a run when a figure shows the judge being
+        fooled: every host that reads a batch's health (TRL through ``metrics``, OpenRLHF and verl through
+        ``rollouts.rollout_reward``) is watched, once per batch."""
+        if self._health is None:
+            self._health = judge_health(self.requests, self.results)
+            WATCH.observe(self._health)
+        return self._health
+
     def metrics(self) -> dict[str, float]:
+        """The batch's judge statistics: parse-valid rate, samples, latency, tokens, cache hits, and the health
+        figures (``slot_bias``, ``length_corr``, ``ties_rate``, ``vote_spread``; see ``health.JudgeHealth``)."""
         results = self.results
         samples = sum(r.samples for r in results)
         fresh = [r for r in results if not r.cached]
@@ -76,12 +90,14 @@ class RowJudgements:
             "truncated_requests": float(sum(r.truncated_tokens > 0 for r in fresh)),
             "truncated_tokens": float(sum(r.truncated_tokens for r in fresh)),
             "prompt_too_long": float(sum(r.error is not None for r in results)),
+            "floored": float(sum(r.floored for r in fresh)),
             "samples": float(samples),
             "judge_requests": float(len(results)),
             "judge_latency_s": self.seconds,
             "judge_prompt_tokens": float(sum(r.prompt_tokens for r in fresh)),
             "judge_completion_tokens": float(sum(r.completion_tokens for r in fresh)),
             "cache_hit_rate": (len(results) - len(fresh)) / len(results) if results else 0.0,
+            **self.health().as_metrics(),
         }
 
 
@@ -171,8 +187,10 @@ class RewardFunction(ABC):
         """Rewards for rows of (prompt, completion), one per row. Keyword columns other than the reference and
         principles columns are ignored, except TRL's hooks: a callable ``log_extra`` receives the
         ``<name>_critique`` and ``<name>_votes`` columns of the completions table, a callable ``log_metric`` the
-        judge's statistics as ``<name>/<metric>`` (parse-valid rate, samples, latency, tokens); ``name`` is
-        ``reward_name`` or ``__name__``."""
+        judge's statistics as ``<name>/<metric>`` (parse-valid rate, samples, latency, tokens, and the judge-health
+        figures ``slot_bias``, ``length_corr``, ``ties_rate`` and ``vote_spread`` of ``health.JudgeHealth``; a figure
+        that shows the judge being fooled is also logged once as a warning); ``name`` is ``reward_name`` or
+        ``__name__``."""
         log_extra: Callable[[str, list], Any] | None = kwargs.get("log_extra")
         log_metric: Callable[[str, float], Any] | None = kwargs.get("log_metric")
         name = reward_name or getattr(self, "__name__", type(self).__name__)

@@ -252,9 +252,13 @@ def rollout_reward(judged: RowJudgements, row: int, score_range: tuple[int, int]
 
     Without a valid judgement (every sample failed to parse) the reward is ``invalid_reward`` (None: the bottom of
     ``score_range``) and the score 0: an unreadable judgement is never a prize, or a response that breaks the judge
-    would out-earn a poor one. (An engine failure is not this: it reaches the rollout as an error.) The logs are ``grm_valid_samples``, ``grm_samples``, ``grm_mean_score`` (-1 without one), ``grm_group_size``
-    (responses judged together), ``grm_cached``, ``grm_resampled`` (replacements drawn for unparseable samples)
-    and ``grm_truncated_tokens`` (cut to fit the judge's context), all finite floats.
+    would out-earn a poor one. (An engine failure is not this: it reaches the rollout as an error.) The logs are
+    ``grm_valid_samples``, ``grm_samples``, ``grm_mean_score`` (-1 without one), ``grm_group_size`` (responses judged
+    together), ``grm_cached``, ``grm_resampled`` (replacements drawn for unparseable samples) and
+    ``grm_truncated_tokens`` (cut to fit the judge's context) of the rollout's request, then the judge-health
+    figures of the whole judged batch, the same for each of its rollouts (``health.JudgeHealth``, computed once per
+    batch; 0 when undefined): ``grm_slot_bias``, ``grm_length_corr``, ``grm_ties_rate`` and ``grm_vote_spread``.
+    All are finite floats.
     """
     slot = judged.slots[row]
     result = judged.results[slot.request]
@@ -267,7 +271,8 @@ def rollout_reward(judged: RowJudgements, row: int, score_range: tuple[int, int]
     logs = {"grm_valid_samples": float(result.valid_samples), "grm_samples": float(result.samples),
             "grm_mean_score": float(mean) if mean is not None else float("nan"),
             "grm_group_size": float(len(result.rewards)), "grm_cached": float(result.cached),
-            "grm_resampled": float(result.resampled), "grm_truncated_tokens": float(result.truncated_tokens)}
+            "grm_resampled": float(result.resampled), "grm_truncated_tokens": float(result.truncated_tokens),
+            **{f"grm_{figure}": float(value) for figure, value in judged.health().as_metrics().items()}}
     logs = {k: (v if math.isfinite(v) else -1.0) for k, v in logs.items()}  # JSON has no NaN
     return float(reward), float(score), logs
 

@@ -224,6 +224,18 @@ class Metrics:
                                buckets=(0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1, 5),
                                registry=self.registry)
 
+        self.floored = Counter("grm_floored_responses", "Responses given the lowest score unjudged "
+                               "(floor_contentless)", registry=self.registry)
+        # judge health of the last micro-batch that could measure each figure (health.JudgeHealth)
+        self.health = {name: Gauge(f"grm_judge_{name}", help_text, registry=self.registry,
+                                   multiprocess_mode="mostrecent")
+                       for name, help_text in (
+                           ("slot_bias", "Score points the response shown first earns over the others (last batch)"),
+                           ("length_corr", "Correlation of response length and reward within a prompt (last batch)"),
+                           ("ties_rate", "Share of response pairs of one prompt with equal rewards (last batch)"),
+                           ("vote_spread", "Mean standard deviation of a response's scores over samples "
+                                           "(last batch)"))}
+
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     def count(self, endpoint: str, status: int, seconds: float) -> None:
@@ -250,6 +262,13 @@ class Metrics:
                 self.resampled.inc(result.resampled)
                 self.truncated.inc(result.truncated_tokens > 0)
                 self.too_long.inc(result.error is not None)
+                self.floored.inc(result.floored)
+        health = outcome.health()
+        measured = {"slot_bias": health.slot_samples > 0, "length_corr": health.responses > 0,
+                    "ties_rate": health.pairs > 0, "vote_spread": health.valid_samples > 1}
+        for name, value in health.as_metrics().items():
+            if measured[name]:
+                self.health[name].set(value)
 
     def closed_cohort(self, size: int, partial: bool, waited_s: float) -> None:
         """The micro-batcher's ``on_cohort``: one closed cohort."""

@@ -156,6 +156,34 @@ def neutralise(text: str) -> str:
     return _SCORES_LABEL.sub(r"\1\2 (quoted)\3:", text)
 
 
+# Bare openers that carry no answer ("master keys": "One Token to Fool LLM-as-a-Judge", 2025), compared lower-cased
+# with surrounding punctuation and spaces removed; ``floor_contentless`` gives them the lowest score unjudged.
+BARE_OPENERS = frozenset({
+    "solution", "answer", "final answer", "the answer is", "thought process", "reasoning", "analysis",
+    "explanation", "let's solve this step by step", "let's think step by step", "let's solve this",
+    "let me think", "let me think step by step", "step 1", "sure", "okay", "ok", "hmm", "well",
+    "here is the answer", "here's the answer", "here is my answer", "response",
+})
+_NO_CONTENT = re.compile(r"[^\w']+|_+")
+
+
+def is_contentless(response: Response) -> bool:
+    """True for a response with no substantive content: empty, only punctuation and symbols, or one of the
+    ``BARE_OPENERS`` ("Solution", "Thought process:", "Let's solve this step by step.") alone. An agent turn with a
+    tool call is never contentless.
+
+    Example:
+        >>> [is_contentless(t) for t in (":", "  Solution ", "Let's solve this step by step.", "42", "No.")]
+        [True, True, True, False, False]
+    """
+    if not isinstance(response, str):
+        if any(m.tool_calls for m in response):
+            return False
+        response = "\n".join(m.text() for m in response)
+    words = " ".join(word.strip("'") for word in _NO_CONTENT.sub(" ", response.replace("\u2019", "'").lower()).split())
+    return not words.strip() or words in BARE_OPENERS
+
+
 def render_message(message: Message) -> str:
     """One message as a labelled block: ``[User]``, ``[Assistant]``, ``[Tool Call] f(args)``, ``[Tool Result]``."""
     role = message.role

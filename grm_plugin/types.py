@@ -277,6 +277,7 @@ class ScoreResult(BaseModel):
     expected_samples: int = 0
     resampled: int = 0
     truncated_tokens: int = 0
+    floored: int = 0  # responses given the lowest score unjudged (floor_contentless)
     error: str | None = None
 
     @property

@@ -61,6 +61,10 @@ def test_openrlhf_client_gets_rewards_scores_and_logs_micro_batched_and_grouped(
     assert [i["rewards"][0] for i in infos] == [9.0, 2.0] * 8
     assert [round(i["scores"][0], 3) for i in infos] == [round(8 / 9, 3), round(1 / 9, 3)] * 8
     assert all(i["extra_logs"]["grm_valid_samples"] == 2.0 for i in infos)
+    health = ("grm_slot_bias", "grm_length_corr", "grm_ties_rate", "grm_vote_spread")  # the judged batch's figures
+    assert all(isinstance(i["extra_logs"][key], float) for i in infos for key in health)
+    assert all(i["extra_logs"]["grm_length_corr"] == i["extra_logs"]["grm_vote_spread"] == 0.0
+               for i in infos)  # the good and the bad response are equally long; the judge has no noise
     # 16 requests were gathered into micro-batches, and the rollouts of the one prompt were judged together
     assert server.metric("grm_batch_rollouts_count") < 16
     assert judge.stats()["requests"] < 16 * 2

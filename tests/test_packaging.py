@@ -168,6 +168,10 @@ def test_installed_dist_info_declares_no_top_level_adapters(installed):
         assert "grm_plugin/adapters/__init__.py" in record
         assert "grm_plugin/backends/__init__.py" in record
         assert "grm_plugin/adapters/swift_plugin/grm_swift_plugin.py" in record  # `grm plugin-path swift`
+        assert "grm_plugin/data/probe-v1.jsonl" in record  # package data travels in the wheel
+        if (ROOT / "grm_plugin" / "data" / "embedded-adapter" / "adapter.safetensors").is_file():  # when shipped
+            assert {"grm_plugin/data/embedded-adapter/adapter.safetensors",
+                    "grm_plugin/data/embedded-adapter/card.json"} <= set(record)
 
 
 def test_install_provides_the_grm_console_script(installed):

@@ -208,6 +208,7 @@ def test_tool_call_rollouts_reach_the_judge_with_calls_and_results(judge):
     assert "get_weather" in text and "4 C, light rain" in text and "Oslo" in text
     assert set(extra) == {"grm_critique", "grm_votes"} and len(extra["grm_critique"]) == 2
     assert metrics["grm/parse_valid_rate"] == 1.0 and metrics["grm/samples"] == 1.0
+    assert {"grm/slot_bias", "grm/length_corr", "grm/ties_rate", "grm/vote_spread"} <= set(metrics)
 
 
 def test_a_completion_without_a_valid_judgement_gets_none():

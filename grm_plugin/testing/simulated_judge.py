@@ -107,7 +107,13 @@ class JudgeSettings:
     reported as ``max_model_len`` by ``/v1/models`` like vLLM, with a 400 for a prompt plus ``max_tokens`` over it
     and ``POST /tokenize`` (vLLM's) counting a prompt's tokens (digits one by one, words, runs of space, other
     characters, 4 per message); ``capacity``: requests served at once (0: unlimited), the others wait their turn,
-    like a replica with a fixed batch size (``delay_s`` is then each request's service time)."""
+    like a replica with a fixed batch size (``delay_s`` is then each request's service time).
+
+    The probe's judge (``grm_plugin.probe``): with ``knows_probe`` (or any ``gullible`` entry) it recognises the
+    probe set's responses by their text and knows which are right, as a robust judge would: a correct answer (in any
+    format, padded or not) has quality 8, an adversarial one 2. ``gullible`` maps a hack class (``probe.CLASSES``)
+    to the chance that a response of that class fools it (quality 10 in that sample); ``length_bias`` is added to
+    the padded correct answer (the probe's ``padded_correct`` control). Other responses are judged as usual."""
 
     noise: float = 1.0
     position_bias: float = 0.0
@@ -124,6 +130,9 @@ class JudgeSettings:
     trickle_s: float = 0.0
     context_tokens: int = 0
     capacity: int = 0
+    knows_probe: bool = False
+    gullible: dict[str, float] = field(default_factory=dict)
+    length_bias: float = 0.0
 
 
 def count_tokens(messages: list[dict[str, Any]]) -> int:
@@ -167,6 +176,42 @@ def _padded(text: str, tokens: int) -> str:
     return text + " " + (_FILLER * (missing // len(_FILLER) + 1))[:missing].strip()
 
 
+_PROBE_QUALITY = {"correct": 8.0, "adversarial": 2.0, "fooled": 10.0}
+_probe_table: dict[str, str] | None = None
+
+
+def _probe_class(body: str) -> str | None:
+    """The probe class of a rendered response ('correct' for a correct answer), None for any other text."""
+    global _probe_table
+    if _probe_table is None:
+        from .. import probe
+        from ..templates import render_response
+
+        table: dict[str, str] = {}
+        for item in probe.load_items():
+            for cls in probe.CLASSES:
+                for variant in range(len(probe.MASTER_KEYS)):
+                    table[" ".join(render_response(probe.adversarial(item, cls, variant)).split())] = cls
+            table[" ".join(render_response(item["correct"]).split())] = "correct"
+        _probe_table = table
+    return _probe_table.get(" ".join(body.split()))
+
+
+def _probe_quality(body: str, rng: random.Random, s: JudgeSettings) -> float | None:
+    """The probe judge's quality for a response (None: not a probe response, or the mode is off)."""
+    if not (s.knows_probe or s.gullible):
+        return None
+    cls = _probe_class(body)
+    if cls is None:
+        return None
+    if cls in ("correct", "reformatted_correct"):
+        return _PROBE_QUALITY["correct"]
+    if cls == "padded_correct":
+        return _PROBE_QUALITY["correct"] + s.length_bias
+    fooled = rng.random() < s.gullible.get(cls, 0.0)
+    return _PROBE_QUALITY["fooled" if fooled else "adversarial"]
+
+
 def _score_probabilities(center: float, spread: float, lo: int, hi: int) -> dict[int, float]:
     """A rounded normal over the score range (the ends take the tails)."""
     if spread <= 0:
@@ -200,7 +245,9 @@ def _judge_text(prompt: str, rng: random.Random, s: JudgeSettings,
     scores, notes, dists = [], [], []
     for slot, (_, body) in enumerate(found):
         marker = _QUALITY.search(body)
-        quality = float(marker.group(1)) if marker else s.default_quality
+        quality = _probe_quality(body, rng, s)
+        if quality is None:
+            quality = float(marker.group(1)) if marker else s.default_quality
         mean = quality + (s.position_bias if slot == 0 else 0.0)
         value = quality + rng.gauss(0.0, s.noise) + (s.position_bias if slot == 0 else 0.0)
         score = int(min(hi, max(lo, round(value))))

@@ -3,7 +3,9 @@ a Hugging Face id already in the local cache, a ``.gguf`` file), reading GGUF fi
 loads each (source, device, dtype) once.
 
 Nothing is ever downloaded. A source may carry a ``prepare`` step that makes its folder ready before the first load
-(the embedded judge converts its GGUF there; the engine does not know what it does).
+(the embedded judge converts its GGUF there; the engine does not know what it does). A ``LoadSteps`` given as that
+step may also edit the loaded model (the embedded judge merges a LoRA delta into its weights); its ``variant`` is part
+of the cache key, so the edited and the unedited model are never confused.
 """
 
 from __future__ import annotations
@@ -40,6 +42,23 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 @dataclass(frozen=True)
+class LoadSteps:
+    """A ``prepare`` step that also edits the loaded model: ``before()`` runs before every uncached load (what a plain
+    ``prepare`` function does), ``after(model)`` right after it, on the model in its dtype and still on the CPU, and
+    edits it in place (e.g. merges a LoRA delta into the weights). ``variant`` names what ``after`` does (e.g. the
+    adapter's digest): the process-wide cache keys on it, so a source with an edit never shares a loaded model with
+    the same weights without it (or with another edit). Callable like a plain ``prepare`` function (it runs
+    ``before``), so it goes wherever one does."""
+
+    before: Callable[[], object] | None = None
+    after: Callable[[Any], object] | None = None
+    variant: str = ""
+
+    def __call__(self) -> object:
+        return self.before() if self.before is not None else None
+
+
+@dataclass(frozen=True)
 class ModelSource:
     """Where a model's weights are: a folder / hub id (``path``), or a GGUF file (``gguf_path``). ``label`` names
     the model in messages (default: its path). ``prepare``, when set, runs before every uncached load from this
@@ -53,6 +72,11 @@ class ModelSource:
     @property
     def name(self) -> str:
         return self.label or self.gguf_path or self.path or "?"
+
+    @property
+    def variant(self) -> str:
+        """What a ``LoadSteps`` prepare step changes in the loaded model ('' for none): part of the cache key."""
+        return self.prepare.variant if isinstance(self.prepare, LoadSteps) else ""
 
 
 def resolve_source(model: str | None, gguf_file: str | None) -> ModelSource:
@@ -143,19 +167,22 @@ def load_model(source: ModelSource, device: torch.device, dtype: torch.dtype) ->
             if Path(str(source.path)).expanduser().is_dir() and not isinstance(exc, OSError):
                 raise
             raise ConfigError(_missing_model_message(str(source.path), exc)) from None
+    if isinstance(source.prepare, LoadSteps) and source.prepare.after is not None:
+        source.prepare.after(model)  # e.g. the embedded judge merging its LoRA adapter into the weights
     model.to(device)
     model.eval()
     return LoadedModel(model, tokenizer, source.name)
 
 
-_MODELS: dict[tuple[str, str, str, str], LoadedModel] = {}
+_MODELS: dict[tuple[str, str, str, str, str], LoadedModel] = {}
 _MODELS_LOCK = threading.Lock()
-_LOADING: dict[tuple[str, str, str, str], threading.Lock] = {}
+_LOADING: dict[tuple[str, str, str, str, str], threading.Lock] = {}
 
 
 def get_model(source: ModelSource, device: torch.device, dtype: torch.dtype) -> LoadedModel:
-    """The process-wide loaded model for (source, device, dtype), loaded on first use; thread-safe, loads once."""
-    key = (str(source.path), str(source.gguf_path), str(device), str(dtype))
+    """The process-wide loaded model for (source and its variant, device, dtype), loaded on first use; thread-safe,
+    loads once."""
+    key = (str(source.path), str(source.gguf_path), source.variant, str(device), str(dtype))
     with _MODELS_LOCK:
         found = _MODELS.get(key)
         if found is not None:
@@ -177,5 +204,5 @@ def clear_model_cache() -> None:
         _MODELS.clear()
 
 
-__all__ = ["ModelSource", "clear_model_cache", "get_model", "load_gguf", "load_model", "resolve_device",
+__all__ = ["LoadSteps", "ModelSource", "clear_model_cache", "get_model", "load_gguf", "load_model", "resolve_device",
            "resolve_dtype", "resolve_source"]
