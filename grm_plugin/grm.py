@@ -98,6 +98,8 @@ class GRMReward(RewardFunction):
             if backend is not None:
                 raise ConfigError("pass either backend= or chat_model=, not both")
             overrides["engine"] = "langchain"
+        if "embedded_adapter" in overrides and overrides["embedded_adapter"] is None:
+            overrides["embedded_adapter"] = "none"  # an explicit None turns the adapter off (None elsewhere: unset)
         if config is None:
             config = GRMConfig.load(config_file, **overrides)
         elif overrides:

