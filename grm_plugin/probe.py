@@ -183,7 +183,7 @@ def _fixed(reward: Any) -> Any:
 
 
 async def ajudge_pairs(reward: Any, pairs: Sequence[ProbePair], cache_file: Path | None = None,
-                       progress: Any = None, batch_size: int = 16) -> list[PairJudgement]:
+                       progress: Any = None, batch_size: int = 72) -> list[PairJudgement]:
     """Judge every pair in both orders (2 judge requests a pair), reusing judgements already in ``cache_file``."""
     from .evaluation import read_resumable
     from .types import ScoreRequest
@@ -287,7 +287,7 @@ def summarise(judgements: Sequence[PairJudgement]) -> dict[str, Any]:
 
 
 def run_probe(reward: Any, out: Path, *, full: bool = False, classes: Sequence[str] | None = None,
-              progress: Any = None, batch_size: int = 16, plot: bool = True) -> dict[str, Any]:
+              progress: Any = None, batch_size: int = 72, plot: bool = True) -> dict[str, Any]:
     """Judge the probe set with ``reward`` (resumable from ``out/samples.jsonl``) and write ``report.json``,
     ``report.md`` and ``probe.png`` into ``out``; returns the report."""
     from ._sync import run_sync
