@@ -216,7 +216,7 @@ def position_bias(reward: Any, items: Sequence[PreferenceItem]) -> dict[str, flo
     pairs = [item for item in items if len(item.responses) == 2]
     if not pairs:
         return None
-    fixed = reward.with_settings(k=1, shuffle=False, cache_size=0)
+    fixed = reward.with_settings(k=1, k_max=None, shuffle=False, cache_size=0)
     requests = []
     for item in pairs:
         better, worse = item.responses[item.best], item.responses[1 - item.best]

@@ -177,9 +177,9 @@ def _judge_key(reward: Any) -> str:
 
 
 def _fixed(reward: Any) -> Any:
-    """The reward with one sample, no shuffling and no result cache (where it has those settings)."""
+    """The reward with one sample (no adaptive k), no shuffling and no result cache (where it has those settings)."""
     with_settings = getattr(reward, "with_settings", None)
-    return with_settings(k=1, shuffle=False, cache_size=0) if callable(with_settings) else reward
+    return with_settings(k=1, k_max=None, shuffle=False, cache_size=0) if callable(with_settings) else reward
 
 
 async def ajudge_pairs(reward: Any, pairs: Sequence[ProbePair], cache_file: Path | None = None,

@@ -66,6 +66,14 @@ def test_the_probe_reports_a_gullible_judges_planted_rates_and_fail_above_exits_
         assert (tmp_path / "probe" / name).stat().st_size > 0
 
 
+def test_the_probe_judges_with_one_sample_whatever_the_judges_own_k(tmp_path):
+    with SimulatedJudge(noise=0.0, knows_probe=True) as judge:
+        report = run_probe(GRMReward(base_url=judge.base_url, model="sim", k=4, k_max=16), tmp_path,
+                           classes=["confident_wrong"], plot=False)
+        assert judge.stats()["completions"] == report["judge_calls"] == 8
+    assert report["classes"]["confident_wrong"]["mean_score_correct"] == 8.0
+
+
 def test_a_robust_judge_is_not_flagged_and_fail_above_passes(tmp_path):
     with SimulatedJudge(noise=0.0, knows_probe=True) as judge:
         done = _grm("probe", "--base-url", judge.base_url, "--model", "sim", "--quiet", "--out", str(tmp_path),
