@@ -13,13 +13,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-FORMAT = "grm-lora-v1"
+from ..embedded import ADAPTER_CARD, ADAPTER_FILE, ADAPTER_FORMAT, EMBEDDED_NAME, apply_adapter
+
+FORMAT = ADAPTER_FORMAT
 
 
 def export_lora_delta(base: str | Path, tuned: str | Path, out: str | Path, *, rank: int = 12,
-                      card: dict[str, Any] | None = None) -> dict[str, Any]:
+                      card: dict[str, Any] | None = None, base_name: str = EMBEDDED_NAME) -> dict[str, Any]:
     """Write ``out/adapter.safetensors`` (the rank-``rank`` SVD of every linear weight's change from ``base`` to
-    ``tuned``, both model folders) and ``out/card.json`` (``card`` plus the export's own figures); returns them."""
+    ``tuned``, both model folders; ``base_name`` is the metadata's ``base``) and ``out/card.json`` (``card`` plus the
+    export's own figures); returns them."""
     import torch
     import transformers
     from safetensors.torch import save_file
@@ -42,34 +45,25 @@ def export_lora_delta(base: str | Path, tuned: str | Path, out: str | Path, *, r
         total += float((s ** 2).sum())
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out / "adapter.safetensors"),
-              metadata={"format": FORMAT, "alpha": str(float(rank)), "r": str(rank), "base": "SmolLM2-135M-Instruct"})
+    save_file(tensors, str(out / ADAPTER_FILE),
+              metadata={"format": FORMAT, "alpha": str(float(rank)), "r": str(rank), "base": base_name})
     info = {**(card or {}), "format": FORMAT, "rank": rank, "modules": len(tensors) // 2,
-            "parameters": sum(t.numel() for t in tensors.values()),
-            "bytes": (out / "adapter.safetensors").stat().st_size,
+            "parameters": sum(t.numel() for t in tensors.values()), "bytes": (out / ADAPTER_FILE).stat().st_size,
             "delta_energy_kept": kept / total if total else 1.0}
-    (out / "card.json").write_text(json.dumps(info, indent=2))
+    (out / ADAPTER_CARD).write_text(json.dumps(info, indent=2))
     return info
 
 
-def merge_lora_delta(model_folder: str | Path, adapter: str | Path, out: str | Path) -> str:
-    """``model_folder`` with the adapter merged into its weights, saved to ``out`` (to judge with what ships)."""
+def merge_lora_delta(model_folder: str | Path, adapter: str | Path, out: str | Path, *,
+                     base_name: str = EMBEDDED_NAME) -> str:
+    """``model_folder`` with the adapter folder's delta merged into its weights (``embedded.apply_adapter``, the merge
+    the embedded judge does at load, with its checks), saved to ``out``: to judge with what ships."""
     import torch
     import transformers
-    from safetensors import safe_open
 
     model = transformers.AutoModelForCausalLM.from_pretrained(str(model_folder), dtype=torch.float32)
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_folder))
-    modules = dict(model.named_modules())
-    with safe_open(str(Path(adapter) / "adapter.safetensors"), "pt") as handle:
-        meta = handle.metadata()
-        scale = float(meta["alpha"]) / int(meta["r"])
-        for key in handle.keys():
-            if key.endswith(".lora_A"):
-                name = key[: -len(".lora_A")]
-                a, b = handle.get_tensor(key).float(), handle.get_tensor(f"{name}.lora_B").float()
-                weight = modules[name].weight
-                weight.data += (scale * (b @ a)).to(weight.dtype)
+    apply_adapter(model, Path(adapter) / ADAPTER_FILE, base=base_name)
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     return str(out)
