@@ -39,6 +39,7 @@ class JudgeHealth:
         slot_samples: valid samples that entered ``slot_bias``.
         responses: responses that entered ``length_corr``.
         pairs: pairs of responses that entered ``ties``.
+        spread_responses: responses (with at least 2 valid samples) that entered ``vote_spread``.
     """
 
     slot_bias: float = 0.0
@@ -51,11 +52,18 @@ class JudgeHealth:
     slot_samples: int = 0
     responses: int = 0
     pairs: int = 0
+    spread_responses: int = 0
 
     def as_metrics(self) -> dict[str, float]:
         """The figures a trainer logs per batch (the parse-valid rate is logged on its own elsewhere)."""
         return {"slot_bias": self.slot_bias, "length_corr": self.length_corr, "ties_rate": self.ties,
                 "vote_spread": self.vote_spread}
+
+    def measured(self) -> dict[str, float]:
+        """``as_metrics`` without the figures this batch could not measure (those that are 0.0 for want of data)."""
+        counts = {"slot_bias": self.slot_samples, "length_corr": self.responses, "ties_rate": self.pairs,
+                  "vote_spread": self.spread_responses}
+        return {name: value for name, value in self.as_metrics().items() if counts[name] > 0}
 
 
 def response_length(response: Response) -> int:
@@ -162,7 +170,7 @@ def judge_health(requests: Sequence[ScoreRequest], results: Sequence[ScoreResult
     Example:
         >>> judge_health([], [])
         JudgeHealth(slot_bias=0.0, length_corr=0.0, ties=0.0, parse_valid=0.0, vote_spread=0.0, samples=0, \
-valid_samples=0, slot_samples=0, responses=0, pairs=0)
+valid_samples=0, slot_samples=0, responses=0, pairs=0, spread_responses=0)
     """
     if len(requests) != len(results):
         raise ValueError(f"{len(requests)} requests but {len(results)} results")
@@ -187,7 +195,7 @@ valid_samples=0, slot_samples=0, responses=0, pairs=0)
         parse_valid=valid_samples / samples if samples else 0.0,
         vote_spread=sum(spreads) / len(spreads) if spreads else 0.0,
         samples=samples, valid_samples=valid_samples, slot_samples=len(differences), responses=len(centred),
-        pairs=pairs,
+        pairs=pairs, spread_responses=len(spreads),
     )
 
 

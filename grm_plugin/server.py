@@ -263,12 +263,8 @@ class Metrics:
                 self.truncated.inc(result.truncated_tokens > 0)
                 self.too_long.inc(result.error is not None)
                 self.floored.inc(result.floored)
-        health = outcome.health()
-        measured = {"slot_bias": health.slot_samples > 0, "length_corr": health.responses > 0,
-                    "ties_rate": health.pairs > 0, "vote_spread": health.valid_samples > 1}
-        for name, value in health.as_metrics().items():
-            if measured[name]:
-                self.health[name].set(value)
+        for name, value in outcome.health().measured().items():
+            self.health[name].set(value)
 
     def closed_cohort(self, size: int, partial: bool, waited_s: float) -> None:
         """The micro-batcher's ``on_cohort``: one closed cohort."""

@@ -290,6 +290,19 @@ def test_a_position_biased_judge_shows_in_trls_metrics_and_warns_once(monkeypatc
     assert len(logged) == 1 and "slot_bias=+2.00" in logged[0] and "16 samples" in logged[0]
 
 
+
+def test_measured_leaves_out_the_figures_a_batch_had_no_data_for():
+    """One sample per request (k=1) over many requests: no response has two samples, so no vote spread was
+    measured, though the batch has many valid samples; slot bias, length and ties were."""
+    requests = [request("a", "bbbb") for _ in range(4)]
+    results = [result([7.0, 3.0], [sample([7, 3], [i % 2, 1 - i % 2])]) for i in range(4)]
+    health = judge_health(requests, results)
+    assert health.valid_samples == 4 and health.spread_responses == 0
+    assert set(health.measured()) == {"slot_bias", "length_corr", "ties_rate"}
+    twice = judge_health(requests[:1], [result([7.0, 3.0], [sample([7, 3], [0, 1]), sample([6, 3], [1, 0])])])
+    assert twice.spread_responses == 2 and twice.measured()["vote_spread"] == 0.25
+    assert judge_health([], []).measured() == {}
+
 def test_grm_serve_exports_the_judges_health_as_gauges():
     """The simulated judge favours the first slot by 3 points: /metrics shows it after one judged group."""
     import httpx
