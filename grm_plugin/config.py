@@ -239,10 +239,14 @@ class GRMConfig(BaseSettings):
 
     def with_embedded_defaults(self) -> "GRMConfig":
         """For the embedded 135M judge, settings that keep it quick and usable unless set explicitly: a short
-        token budget and guaranteed-format decoding (a tiny model rarely ends with a well-formed scores line)."""
+        token budget and guaranteed-format decoding (a tiny model rarely ends with a well-formed scores line), and
+        the template and token budget its adapter was trained with (the adapter card's ``judge_defaults``)."""
         if not self.uses_embedded_judge:
             return self
-        defaults = {name: value for name, value in EMBEDDED_DEFAULTS.items() if name not in self.model_fields_set}
+        from .embedded import adapter_judge_defaults
+
+        wanted = {**EMBEDDED_DEFAULTS, **adapter_judge_defaults(self.embedded_adapter)}
+        defaults = {name: value for name, value in wanted.items() if name not in self.model_fields_set}
         return self.replace(**defaults) if defaults else self
 
     def judge_fingerprint(self) -> str:

@@ -274,6 +274,27 @@ def _digest(path: str, size: int, mtime_ns: int) -> str:
     return sha.hexdigest()
 
 
+JUDGE_DEFAULT_KEYS = ("template", "max_tokens")
+
+
+def adapter_judge_defaults(setting: str | os.PathLike[str] | None = "auto") -> dict[str, Any]:
+    """The judge settings an adapter was trained with, from its card's ``judge_defaults`` (``template``,
+    ``max_tokens``): the embedded judge uses them unless they are set explicitly (``GRMConfig.with_embedded_defaults``).
+    Empty for the base model, an adapter without a card, or one that cannot be resolved (its load reports that)."""
+    try:
+        file = resolve_adapter(setting)
+    except ConfigError:
+        return {}
+    if file is None:
+        return {}
+    try:
+        card = json.loads((file.parent / ADAPTER_CARD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    found = card.get("judge_defaults") if isinstance(card, dict) else None
+    return {key: found[key] for key in JUDGE_DEFAULT_KEYS if isinstance(found, dict) and key in found}
+
+
 def adapter_identity(setting: str | os.PathLike[str] | None = "auto") -> str | None:
     """What the embedded judge's weights are, for cache keys: None for the base model, else
     ``grm-lora-v1:<sha256 of the adapter file>``. Raises ConfigError as ``resolve_adapter`` does."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import random
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Optional, Sequence
 
@@ -38,6 +38,8 @@ class PreferenceItem:
     subset: str = "all"
     reference: Optional[str] = None
     labels: Optional[list[int]] = None
+    rationale: Optional[str] = None  # why the best response is best (generated items carry one)
+    meta: dict[str, Any] = field(default_factory=dict)  # free: a generator's family, template, per-response notes
 
     def request(self) -> ScoreRequest:
         """The item as a ScoreRequest for the judge (its id in the metadata)."""
@@ -51,6 +53,10 @@ class PreferenceItem:
             row["reference"] = self.reference
         if self.labels is not None:
             row["labels"] = self.labels
+        if self.rationale:
+            row["rationale"] = self.rationale
+        if self.meta:
+            row["meta"] = self.meta
         return row
 
 
@@ -106,6 +112,7 @@ def preference_item(row: dict[str, Any], i: int = 0) -> PreferenceItem:
     """One row as a PreferenceItem; InvalidRequestError names the row and the field at fault."""
     ident = str(row.get("id", i))
     where = f"row {i} (id {ident})"
+    extra = {"rationale": row.get("rationale") or None, "meta": dict(row.get("meta") or {})}
     subset = str(row.get("subset") or "all")
     reference = row.get("reference") or None
     # a column that is None in this row counts as absent (parquet and datasets give every row every column)
@@ -121,7 +128,7 @@ def preference_item(row: dict[str, Any], i: int = 0) -> PreferenceItem:
         if missing:
             raise InvalidRequestError(f"{where}: missing {', '.join(missing)} (pairwise rows need prompt, chosen, "
                                       "rejected)")
-        return PreferenceItem(ident, row["prompt"], [row["chosen"], row["rejected"]], 0, subset, reference)
+        return PreferenceItem(ident, row["prompt"], [row["chosen"], row["rejected"]], 0, subset, reference, **extra)
     responses = row["responses"]
     if not isinstance(responses, list) or not responses:
         raise InvalidRequestError(f"{where}: responses must be a non-empty list")
@@ -133,13 +140,13 @@ def preference_item(row: dict[str, Any], i: int = 0) -> PreferenceItem:
         values, best = _labels_best(labels, n, where)
         if row.get("best") is not None and row["best"] != best:
             raise InvalidRequestError(f"{where}: best={row['best']!r} disagrees with labels {values}")
-        return PreferenceItem(ident, row["prompt"], list(responses), best, subset, reference, values)
+        return PreferenceItem(ident, row["prompt"], list(responses), best, subset, reference, values, **extra)
     if n < 2:
         raise InvalidRequestError(f"{where}: a single response needs its label (column 'label' or 'labels')")
     best = row.get("best")
     if not isinstance(best, int) or isinstance(best, bool) or not 0 <= best < n:
         raise InvalidRequestError(f"{where}: best must be an index into responses (0..{n - 1}), got {best!r}")
-    return PreferenceItem(ident, row["prompt"], list(responses), best, subset, reference)
+    return PreferenceItem(ident, row["prompt"], list(responses), best, subset, reference, **extra)
 
 
 def load_preferences(source: str | Sequence[dict[str, Any]], limit: int | None = None) -> list[PreferenceItem]:

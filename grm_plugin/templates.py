@@ -77,6 +77,7 @@ BUILTIN_TEMPLATES: dict[str, Template] = {
     "deepseek-grm-single": Template("deepseek-grm-single", prompts.DEEPSEEK_GRM_SINGLE, score_format="boxed",
                                     critique_user=prompts.DEEPSEEK_GRM_SINGLE_CRITIQUE),
     "tagged": Template("tagged", prompts.TAGGED, score_format="tagged", critique_user=prompts.TAGGED_CRITIQUE),
+    "compact": Template("compact", prompts.COMPACT, score_format="boxed", critique_user=prompts.COMPACT_CRITIQUE),
 }
 _TEMPLATE_KEYS = ("name", "user", "system", "score_format", "critique_user", "principles_user")
 
