@@ -160,7 +160,7 @@ def score(
     k: Optional[int] = typer.Option(None, help="Judgements sampled per request (voting)."),
     model: Optional[str] = JUDGE_MODEL,
     base_url: Optional[str] = JUDGE_URL,
-    template: Optional[str] = typer.Option(None, help="deepseek-grm, deepseek-grm-single, tagged, or a file."),
+    template: Optional[str] = typer.Option(None, help="deepseek-grm, deepseek-grm-single, tagged, compact, or a file."),
     mode: Optional[str] = typer.Option(None, help="'group' (a line's responses judged together) or 'pointwise'."),
     config_file: Optional[Path] = CONFIG,
     quiet: bool = QUIET,
@@ -255,7 +255,7 @@ def evaluate(
                                            "the report adds meta@k (top ceil(k/2) samples by meta score, voted)."),
     model: Optional[str] = JUDGE_MODEL,
     base_url: Optional[str] = JUDGE_URL,
-    template: Optional[str] = typer.Option(None, help="deepseek-grm, deepseek-grm-single, tagged, or a file."),
+    template: Optional[str] = typer.Option(None, help="deepseek-grm, deepseek-grm-single, tagged, compact, or a file."),
     config_file: Optional[Path] = CONFIG,
     quiet: bool = QUIET,
 ) -> None:
@@ -298,7 +298,7 @@ def probe(
     classes: Optional[str] = typer.Option(None, help="Comma-separated classes to probe (default: all)."),
     model: Optional[str] = JUDGE_MODEL,
     base_url: Optional[str] = JUDGE_URL,
-    template: Optional[str] = typer.Option(None, help="deepseek-grm, deepseek-grm-single, tagged, or a file."),
+    template: Optional[str] = typer.Option(None, help="deepseek-grm, deepseek-grm-single, tagged, compact, or a file."),
     config_file: Optional[Path] = CONFIG,
     quiet: bool = QUIET,
 ) -> None:

@@ -77,7 +77,9 @@ def test_builtin_variants_ask_for_their_output_format():
     assert "<scores>\\boxed{s1}</scores>" in _user_text(request, template="tagged")
     single = _user_text(request, template="deepseek-grm-single")
     assert "Clarity" in single and "Accuracy" in single and "#### Response to be Scored ####" in single
-    assert set(BUILTIN_TEMPLATES) == {"deepseek-grm", "deepseek-grm-single", "tagged"}
+    compact = _user_text(request, template="compact")
+    assert "Scores: \\boxed{s1}" in compact and "Specific Criteria:" in compact and "Instruction Adherence" not in compact
+    assert set(BUILTIN_TEMPLATES) == {"deepseek-grm", "deepseek-grm-single", "tagged", "compact"}
 
 
 def test_user_template_from_yaml_file(tmp_path):
