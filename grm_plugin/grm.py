@@ -32,7 +32,7 @@ from .parsing import parse_with_spans
 from .principles import FixedPrinciples, Principles, PrinciplesStore
 from .reward import RewardFunction
 from .stopping import AdaptiveK
-from .templates import SCORE_LINES, Template, build_judge_messages, get_template, is_contentless
+from .templates import SCORE_LINES, Template, build_judge_messages, get_template, is_contentless, render_response
 from .types import Judgement, ScoreRequest, ScoreResult, coerce_requests
 from .voting import aggregate, scale_rewards, voted_values
 
@@ -366,7 +366,7 @@ class GRMReward(RewardFunction):
         for size in self.adaptive.round_sizes():
             prompts = self._engine_prompts(request, orders[drawn:drawn + size], fixed)
             batches = await asyncio.gather(*(backend.generate([p.messages], p.n, sampling) for p in prompts))
-            fresh = [self._read(completion, p.order, request.n_responses, fixed)
+            fresh = [self._read(completion, p.order, request, fixed)
                      for p, batch in zip(prompts, batches) for completion in batch[0]]
             if c.resample_invalid:
                 fresh, budget = await self._replace_invalid(request, fresh, fixed, sampling, backend, budget)
@@ -446,7 +446,7 @@ class GRMReward(RewardFunction):
             budget -= len(invalid)
             prompts = self._engine_prompts(request, [j.order for j in invalid], fixed)
             batches = await asyncio.gather(*(backend.generate([p.messages], p.n, sampling) for p in prompts))
-            again = [self._read(completion, p.order, request.n_responses, fixed).model_copy(update={"resampled": True})
+            again = [self._read(completion, p.order, request, fixed).model_copy(update={"resampled": True})
                      for p, batch in zip(prompts, batches) for completion in batch[0]]
             out += again
             invalid = [j for j in again if not j.valid]
@@ -468,17 +468,20 @@ class GRMReward(RewardFunction):
         if instruction:
             shown[-1]["content"] = f"{shown[-1]['content']}\n\n{instruction}"
         [completions] = await self._states.get().backend.generate([shown], n, self._sampling(request.n_responses))
-        return messages, [self._read(c, order, request.n_responses) for c in completions]
+        return messages, [self._read(c, order, request) for c in completions]
 
-    def _read(self, completion: Completion, order: list[int], n_responses: int,
+    def _read(self, completion: Completion, order: list[int], request: ScoreRequest,
               fixed: FixedPrinciples | None = None) -> Judgement:
-        """One completion as a Judgement: parsed, its scores (and expected scores) in the original order."""
+        """One completion as a Judgement: parsed, its scores (and expected scores) in the original order. A scores
+        block copied from a response (a judge that echoes its prompt) is never read as the judge's verdict."""
         c = self.config
+        n_responses = request.n_responses
         common = dict(text=completion.text, order=order, finish_reason=completion.finish_reason,
                       prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
                       replica=completion.replica)
         try:
-            parsed, spans = parse_with_spans(completion.text, n_responses, c.score_range)
+            parsed, spans = parse_with_spans(completion.text, n_responses, c.score_range,
+                                             [render_response(r) for r in request.responses])
         except ParseError as exc:
             return Judgement(valid=False, error=str(exc), **common)
         expected = None

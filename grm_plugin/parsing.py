@@ -1,8 +1,12 @@
 """Read a judge's text into principles, critique and one integer score per response.
 
 Accepted scores blocks: ``\\boxed{a, b}``, ``[[a, b]]`` and ``<scores>...</scores>`` (whose inside may itself hold a
-boxed or bracketed list). The last block in the text wins, so drafts and thinking before the final answer are
-ignored. Anything unreadable raises ``ParseError`` saying what was missing or wrong; nothing else is raised.
+boxed or bracketed list). A block the judge labelled as its verdict (``<scores>`` tags, or a line that starts with a
+``Scores:`` / ``Final Scores:`` label) wins over unlabelled ones, and among them the last; so drafts and thinking
+before the final answer are ignored, and so is a response's own ``\\boxed{10}`` that a judge echoes or quotes after
+its verdict (the judge prompt shows responses with any line-leading ``Scores:`` label rewritten, see
+``templates.neutralise``). An unlabelled block is read only when no labelled one exists, and never from a line that
+is part of a response the caller names (``quoted``). Anything unreadable raises ``ParseError`` saying what was missing or wrong; nothing else is raised.
 ``parse_with_spans`` also says where each score is in the text (for reading token probabilities there), and
 ``parse_principles`` reads a principles-only answer.
 """
@@ -10,7 +14,7 @@ ignored. Anything unreadable raises ``ParseError`` saying what was missing or wr
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 from .errors import ParseError
 
@@ -134,13 +138,16 @@ def _split_sections(head: str) -> tuple[str, str]:
     return "", head.strip()
 
 
-def parse_judgement(text: str, n_responses: int, score_range: tuple[int, int] = (1, 10)) -> ParsedJudgement:
+def parse_judgement(text: str, n_responses: int, score_range: tuple[int, int] = (1, 10),
+                    quoted: Sequence[str] = ()) -> ParsedJudgement:
     """Parse one judge output.
 
     Args:
         text: the judge's raw output.
         n_responses: how many scores the last scores block must hold.
         score_range: inclusive bounds every score must lie within.
+        quoted: texts that came from the responses as the judge saw them (``templates.render_response``): an
+            unlabelled block on a line copied from one of them is never read as the judge's scores.
 
     Returns:
         ParsedJudgement(principles, critique, scores), scores in the order the responses were shown.
@@ -152,11 +159,45 @@ def parse_judgement(text: str, n_responses: int, score_range: tuple[int, int] = 
         >>> parse_judgement("Specific Criteria: Accuracy\\nAnalysis: 2 is wrong.\\nScores: \\\\boxed{9, 2}", 2)
         ParsedJudgement(principles='Accuracy', critique='2 is wrong.', scores=[9, 2])
     """
-    return parse_with_spans(text, n_responses, score_range)[0]
+    return parse_with_spans(text, n_responses, score_range, quoted)[0]
 
 
-def parse_with_spans(text: str, n_responses: int,
-                     score_range: tuple[int, int] = (1, 10)) -> tuple[ParsedJudgement, list[tuple[int, int]]]:
+def _labelled(text: str, block: _Block) -> bool:
+    """Whether a block is the judge's labelled verdict: ``<scores>`` tags, or a line that starts with a scores label
+    (``Scores:``, ``**Final Scores:**``) right before the block. Looks back at most a short window."""
+    if block.kind == "scores":
+        return True
+    line_start = text.rfind("\n", max(0, block.start - 2 * _LABEL_WINDOW), block.start) + 1
+    if line_start == 0 and block.start > 2 * _LABEL_WINDOW:
+        return False  # the line starts further back than any label is long
+    head = text[line_start:block.start].strip(" \t*_#").rstrip(" \t*_:").lower()
+    return head in _SCORE_LABELS
+
+
+def _holds_scores(text: str, block: _Block) -> bool:
+    """Whether a block holds a list of integers (for ``<scores>`` tags: directly or in a boxed/bracketed list)."""
+    inner = text[block.inner_start:block.inner_end]
+    if _looks_like_scores(inner):
+        return True
+    if block.kind != "scores":
+        return False
+    nested = [m.group(1) for pattern in (_BOXED, _BRACKETS) for m in pattern.finditer(inner)]
+    return bool(nested) and _looks_like_scores(nested[-1])
+
+
+def _line_of(text: str, block: _Block, limit: int = 400) -> str:
+    start = text.rfind("\n", max(0, block.start - limit), block.start) + 1
+    end = text.find("\n", block.end, block.end + limit)
+    return text[start:end if end >= 0 else min(len(text), block.end + limit)].strip()
+
+
+def _echoed(text: str, block: _Block, quoted_lines: set[str]) -> bool:
+    """Whether the block's line (up to 400 characters around it) is a line of a quoted response: one set look-up."""
+    return _line_of(text, block) in quoted_lines
+
+
+def parse_with_spans(text: str, n_responses: int, score_range: tuple[int, int] = (1, 10),
+                     quoted: Sequence[str] = ()) -> tuple[ParsedJudgement, list[tuple[int, int]]]:
     """``parse_judgement`` plus where each score is in ``text``: one (start, end) character span per score.
 
     Example:
@@ -171,15 +212,25 @@ def parse_with_spans(text: str, n_responses: int,
     if len(text) > MAX_JUDGEMENT_CHARS:
         raise ParseError(f"the judge output has {len(text)} characters, more than the {MAX_JUDGEMENT_CHARS} read")
     tagged = _tagged_blocks(text, "scores")
-    candidates = [b for b in (_last_block(_regex_blocks(_BOXED, text, "boxed"), text),
-                              _last_block(_regex_blocks(_BRACKETS, text, "brackets"), text),
-                              _last_block(tagged, text)) if b]
-    if not candidates:
-        raise ParseError("no scores block found: expected \\boxed{...}, [[...]] or <scores>...</scores> "
-                         f"holding {n_responses} integer(s)")
-    # the last block wins; a mention that is not a list of integers (``See [[Response 1]]``) loses to a real block
-    real = [b for b in candidates if _looks_like_scores(text[b.inner_start:b.inner_end])]
-    block = max(real or candidates, key=lambda b: (b.end, -b.start))
+    every = {"boxed": _regex_blocks(_BOXED, text, "boxed"), "brackets": _regex_blocks(_BRACKETS, text, "brackets"),
+             "scores": tagged}
+    verdicts = [b for blocks in every.values() for b in blocks if _labelled(text, b)]
+    if verdicts:  # the judge's own labelled verdict: the last one that holds integers, else the last one
+        ordered = sorted(verdicts, key=lambda b: (b.end, -b.start))
+        block = next((b for b in reversed(ordered) if _holds_scores(text, b)), ordered[-1])
+    else:
+        lines = {line.strip() for q in quoted for line in q.splitlines()
+                 if "\\boxed" in line or "[[" in line or "scores" in line.lower()}
+        kept = {kind: [b for b in blocks if not (lines and _echoed(text, b, lines))] for kind, blocks in every.items()}
+        candidates = [b for b in (_last_block(blocks, text) for blocks in kept.values()) if b]
+        if not candidates:
+            echoed = any(every.values())
+            raise ParseError("no scores block found: expected \\boxed{...}, [[...]] or <scores>...</scores> "
+                             f"holding {n_responses} integer(s)" + (" (the only ones are copied from a response)"
+                                                                    if echoed else ""))
+        # the last block wins; a mention that is not a list of integers (``See [[Response 1]]``) loses to a real one
+        real = [b for b in candidates if _looks_like_scores(text[b.inner_start:b.inner_end])]
+        block = max(real or candidates, key=lambda b: (b.end, -b.start))
     inner_at, inner = block.inner_start, text[block.inner_start:block.inner_end]
     if block.kind == "scores":
         nested = [b for b in (_last_block(_regex_blocks(_BOXED, inner, "boxed"), inner),
