@@ -181,38 +181,64 @@ def response_tokens(response: Any) -> int:
 Measure = Callable[[ScoreRequest], Awaitable[int]]
 
 
-async def fit_request(request: ScoreRequest, budget: int, measure: Measure, attempts: int = 4
+async def fit_request(request: ScoreRequest, budget: int, measure: Measure, attempts: int = 6
                       ) -> tuple[ScoreRequest, int]:
     """``request`` shortened until ``measure`` (the judge prompt's tokens) is at most ``budget``; the request and the
-    tokens omitted (0: unchanged). Raises JudgePromptTooLong when the question and instructions alone do not fit."""
-    total = await measure(request)
-    if total <= budget:
+    tokens omitted (0: unchanged). Raises JudgePromptTooLong when the question and instructions alone do not fit.
+
+    Cuts are sized in estimated tokens (``estimate_tokens``), which run long (about 1.6 estimated per real token on
+    prose), while ``measure`` may count exactly: each attempt cuts the original responses afresh, and learns from what
+    the last cut removed how many estimated tokens one measured token is, so the next cut is sized right instead of
+    shrinking the excess by a fixed fraction. The last attempt cuts every response to ``MIN_KEEP_TOKENS`` (and the
+    prompt's middle turns), so the error, when there is one, says what that configuration measured."""
+    total0 = await measure(request)
+    if total0 <= budget:
         return request, 0
-    current, omitted_total = request, 0
-    for _ in range(attempts):  # again when the measure (exact) says the estimate fell short
-        excess = total - budget + 16 * current.n_responses  # the markers, and rounding
-        sizes = [response_tokens(r) for r in current.responses]
-        freeable = sum(max(0, s - MIN_KEEP_TOKENS) for s in sizes)
-        cap = _caps(sizes, excess) if freeable >= excess else MIN_KEEP_TOKENS
-        responses, lost = [], 0
-        for response in current.responses:
-            cut, omitted = shorten_response(response, cap)
-            responses.append(cut)
-            lost += omitted
-        prompt = current.prompt
-        if freeable < excess:  # the responses alone cannot free enough: the prompt's middle turns go too
-            prompt, omitted = _shorten_prompt(current.prompt, excess - freeable)
-            lost += omitted
+    sizes = [response_tokens(r) for r in request.responses]
+    freeable = sum(max(0, size - MIN_KEEP_TOKENS) for size in sizes)
+    margin = 16 * request.n_responses  # the markers, and rounding
+    ratio = 1.0  # estimated tokens per measured token, learnt from each cut
+    need = 0
+    total, smallest = total0, freeable + 10**9  # ``smallest``: every response at the floor, no middle prompt turn
+    for _ in range(attempts):
+        need = min(math.ceil((total0 - budget) * ratio) + margin, smallest)
+        candidate, lost = _cut(request, sizes, need, freeable)
         if lost == 0:
             break
-        current = current.model_copy(update={"responses": responses, "prompt": prompt})
-        omitted_total += lost
-        total = await measure(current)
+        total = await measure(candidate)
         if total <= budget:
-            return current, omitted_total
+            return candidate, lost
+        removed = total0 - total
+        if need >= smallest or removed <= 0:
+            break
+        ratio = min(8.0, max(0.25, 1.02 * lost / removed))
+    if need < smallest:  # the loop stopped before trying the smallest configuration: measure it, for a true answer
+        candidate, lost = _cut(request, sizes, smallest, freeable)
+        if lost:
+            total = await measure(candidate)
+            if total <= budget:
+                return candidate, lost
     raise JudgePromptTooLong(f"the judge prompt needs {total} tokens even with every response cut to about "
-                             f"{MIN_KEEP_TOKENS} tokens, over the budget of {budget} (max_prompt_tokens): the question, "
-                             "reference and instructions alone do not fit")
+                             f"{MIN_KEEP_TOKENS} tokens and the prompt's middle turns dropped, over the budget of "
+                             f"{budget} (max_prompt_tokens): the question, reference and instructions alone do not fit")
+
+
+def _cut(request: ScoreRequest, sizes: Sequence[int], need: int, freeable: int) -> tuple[ScoreRequest, int]:
+    """The original request with ``need`` estimated tokens cut: the longest responses down to a common cap (water
+    filling), and when the responses cannot free that much, the prompt's middle turns too; and the tokens cut."""
+    cap = _caps(sizes, need) if freeable >= need else MIN_KEEP_TOKENS
+    responses, lost = [], 0
+    for response in request.responses:
+        cut, omitted = shorten_response(response, cap)
+        responses.append(cut)
+        lost += omitted
+    prompt = request.prompt
+    if freeable < need:  # the responses alone cannot free enough: the prompt's middle turns go too
+        prompt, omitted = _shorten_prompt(request.prompt, need - freeable)
+        lost += omitted
+    if lost == 0:
+        return request, 0
+    return request.model_copy(update={"responses": responses, "prompt": prompt}), lost
 
 
 def prompt_tokens_estimate(messages: Sequence[dict[str, Any]]) -> int:

@@ -7,11 +7,12 @@ simulated judge (an OpenAI-compatible HTTP server standing in for a language mod
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 
 from grm_plugin import GRMReward, ScoreRequest
-from grm_plugin.budget import MIN_KEEP_TOKENS, estimate_tokens, shorten_response
+from grm_plugin.budget import MIN_KEEP_TOKENS, JudgePromptTooLong, estimate_tokens, shorten_response
 from grm_plugin.testing.simulated_judge import SimulatedJudge, count_tokens, with_quality
 from grm_plugin.types import Message
 
@@ -106,3 +107,51 @@ def test_without_a_reported_context_nothing_is_shortened_unless_max_prompt_token
         assert whole.truncated_tokens == 0 and "tokens omitted" not in seen(unlimited)[0]
         [capped] = reward_for(unlimited, max_prompt_tokens=1000).score([request])
         assert capped.truncated_tokens > 0 and capped.rewards == [6.0, 4.0]
+
+
+def _real_measure(tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    from grm_plugin.templates import build_judge_messages, get_template
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    measured: list[int] = []
+
+    async def measure(request: ScoreRequest) -> int:
+        messages = build_judge_messages(request, range(request.n_responses), get_template("deepseek-grm"))
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        measured.append(len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+        return measured[-1]
+
+    return measure, measured
+
+
+def test_a_30000_character_answer_is_shortened_to_fit_a_2000_token_judge_counted_exactly(smol_tokenizer_dir):
+    """Issue 26, defect 7: the estimate runs about 1.6x the real count on prose, and the fit used to shrink the excess
+    by that fraction per attempt, giving up after 4 with 'every response cut to about 48 tokens' while the answer
+    still had 5,000 characters and about 1,150 tokens were free."""
+    from grm_plugin.budget import fit_request
+
+    words = "the judge reads every response carefully and checks each claim against what was asked".split()
+    rng = random.Random(0)
+    answer = " ".join(rng.choice(words) for _ in range(6000))[:30000]
+    measure, measured = _real_measure(smol_tokenizer_dir)
+    budget = 2000 - 256  # the judge's context minus its max_tokens
+    fitted, omitted = asyncio.run(fit_request(ScoreRequest(prompt="Summarise the report.", responses=[answer]),
+                                              budget, measure))
+    assert omitted > 0 and measured[-1] <= budget
+    assert measured[-1] > 0.8 * budget  # the cut is sized to the budget, not far below it
+    assert len(measured) <= 4  # the first measure, then a cut or two sized from what the last one removed
+    kept = fitted.responses[0]
+    assert kept.startswith(answer[:200]) and kept.endswith(answer[-100:]) and "tokens omitted" in kept
+
+
+def test_the_too_long_error_reports_what_the_smallest_cut_measured(smol_tokenizer_dir):
+    from grm_plugin.budget import fit_request
+
+    measure, measured = _real_measure(smol_tokenizer_dir)
+    question = "Please answer: " + "why " * 900  # the question alone is over the budget
+    with pytest.raises(JudgePromptTooLong) as raised:
+        asyncio.run(fit_request(ScoreRequest(prompt=question, responses=["x " * 3000, "y"]), 800, measure))
+    assert f"needs {measured[-1]} tokens" in str(raised.value) and str(MIN_KEEP_TOKENS) in str(raised.value)
+    assert measured[-1] > 800 and min(measured) == measured[-1]  # the last measure was the smallest configuration
