@@ -131,3 +131,20 @@ def test_the_compact_template_is_half_the_prompt_and_keeps_the_markers():
     assert len(short) < 0.6 * len(full)
     assert "[The Begin of Response 1]" in short and "Specific Criteria:" in short and "Scores: \\boxed{" in short
     assert render_response(item.responses[0]) in short
+
+
+def test_grm_spct_synth_writes_heldout_judge_items_for_grm_eval(tmp_path):
+    from typer.testing import CliRunner
+
+    from grm_plugin.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "heldout.jsonl"
+    done = runner.invoke(app, ["spct", "synth", "--out", str(out), "--n", "12", "--seed", "1",
+                               "--split", "heldout_families"])
+    assert done.exit_code == 0, done.output
+    items = load_preferences(str(out))
+    assert len(items) == 12 and {item.subset for item in items} == set(HELDOUT_FAMILIES)
+    assert items == heldout_items(12, split="heldout_families", seed=1)
+    bad = runner.invoke(app, ["spct", "synth", "--out", str(out), "--split", "test"])
+    assert bad.exit_code != 0 and "split" in bad.output

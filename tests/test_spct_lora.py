@@ -150,11 +150,12 @@ def test_the_recipe_runs_every_stage_and_resumes_from_exported_files(tiny_policy
     spec.loader.exec_module(example)  # type: ignore[union-attr]
     example.export(tmp_path / "work", tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "results.json", "rft.safetensors", "rl.safetensors", "rl_pool.json", "sft.safetensors"]
+        "results.json", "rl.card.json", "rl.safetensors", "rl_pool.json"]  # the meta head: none, nothing parsed
     example.restore(tmp_path / "out", tmp_path / "again")
     again = Recipe(tiny_policy_dir, tmp_path / "again", scale, log=logs.append)
     assert all(again.done(stage) for stage in ("sft", "rft", "rl", "eval"))
     assert again.load_latest("meta") == "rl"
+    assert json.loads((tmp_path / "again" / "rl" / "card.json").read_text())["judge_defaults"]["template"] == "compact"
 
 
 def test_a_stopped_rl_stage_continues_where_it_paused(tiny_policy_dir, tmp_path):

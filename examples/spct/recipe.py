@@ -54,20 +54,25 @@ def main(argv: list[str] | None = None) -> None:
             export(args.work, args.out)
 
 
-FILES = {"sft": "adapter.safetensors", "rft": "adapter.safetensors", "rl": "adapter.safetensors",
-         "rl_partial": "adapter.safetensors", "meta": "meta_head.safetensors"}
+ADAPTER_STAGES = ("sft", "rft", "rl")
 
 
 def export(work: Path, out: Path) -> None:
-    """Flat files (a device machine returns few files, two folders deep at most): results.json, rl_pool.json and
-    <stage>.safetensors per finished stage."""
+    """Flat files, few of them (a device machine returns at most 8): results.json, rl_pool.json, the latest finished
+    adapter stage as <stage>.safetensors with <stage>.card.json, rl_partial.safetensors while GRPO is unfinished, and
+    meta.safetensors (the meta RM's head)."""
     out.mkdir(parents=True, exist_ok=True)
     for name in ("results.json", "rl_pool.json"):
         if (work / name).exists():
             shutil.copy(work / name, out / name)
-    for stage, name in FILES.items():
-        if (work / stage / name).exists():
-            shutil.copy(work / stage / name, out / f"{stage}.safetensors")
+    latest = next((stage for stage in reversed(ADAPTER_STAGES) if (work / stage / "card.json").exists()), None)
+    if latest is not None:
+        shutil.copy(work / latest / "adapter.safetensors", out / f"{latest}.safetensors")
+        shutil.copy(work / latest / "card.json", out / f"{latest}.card.json")
+    if (work / "rl_partial" / "adapter.safetensors").exists():
+        shutil.copy(work / "rl_partial" / "adapter.safetensors", out / "rl_partial.safetensors")
+    if (work / "meta" / "meta_head.safetensors").exists():
+        shutil.copy(work / "meta" / "meta_head.safetensors", out / "meta.safetensors")
 
 
 def restore(source: Path, work: Path) -> None:
@@ -76,13 +81,17 @@ def restore(source: Path, work: Path) -> None:
     for name in ("results.json", "rl_pool.json"):
         if (source / name).exists() and not (work / name).exists():
             shutil.copy(source / name, work / name)
-    for stage, name in FILES.items():
+    for stage in (*ADAPTER_STAGES, "rl_partial"):
         file = source / f"{stage}.safetensors"
-        if file.exists() and not (work / stage / name).exists():
+        if file.exists() and not (work / stage / "adapter.safetensors").exists():
             (work / stage).mkdir(parents=True, exist_ok=True)
-            shutil.copy(file, work / stage / name)
-            if name == "adapter.safetensors":
-                (work / stage / "card.json").write_text(json.dumps({"stage": stage, "restored_from": str(source)}))
+            shutil.copy(file, work / stage / "adapter.safetensors")
+            card = source / f"{stage}.card.json"
+            (work / stage / "card.json").write_text(card.read_text() if card.exists() else json.dumps(
+                {"stage": stage, "restored_from": str(source)}))
+    if (source / "meta.safetensors").exists() and not (work / "meta" / "meta_head.safetensors").exists():
+        (work / "meta").mkdir(parents=True, exist_ok=True)
+        shutil.copy(source / "meta.safetensors", work / "meta" / "meta_head.safetensors")
 
 
 if __name__ == "__main__":

@@ -91,15 +91,26 @@ def synth(
                                         "unit_conversion, string_manipulation, instruction_format; the default), "
                                         "'curriculum' (format_words, length_limit, matches_reference, refusal, "
                                         "keyword, language, list_count), 'all'."),
+    split: Optional[str] = typer.Option(None, help="Write judge-training items of grm_plugin.judgedata instead: "
+                                        "'train', 'heldout' (training families, fresh items, no training prompt), "
+                                        "'heldout_templates' or 'heldout_families' (--kinds then names families)."),
 ) -> None:
-    """Write synthetic verifiable preference items (one correct response among wrong ones)."""
+    """Write synthetic verifiable preference items (one correct response among wrong ones), or judge-training items
+    with rationales (--split)."""
     from ..preferences import synthetic_preferences, write_preferences
 
     try:
         low, _, high = responses.partition("-")
         span = (int(low), int(high or low))
-        items = synthetic_preferences(n, seed=seed, n_responses=span,
-                                      kinds=[k.strip() for k in kinds.split(",")] if kinds else None)
+        chosen = [k.strip() for k in kinds.split(",")] if kinds else None
+        if split is not None:
+            from ..judgedata import heldout_items, judge_items
+
+            items = (judge_items(n, seed=seed, split="train", n_responses=span, families=chosen)
+                     if split == "train" else
+                     heldout_items(n, split=split, seed=seed, n_responses=span, families=chosen))  # type: ignore[arg-type]
+        else:
+            items = synthetic_preferences(n, seed=seed, n_responses=span, kinds=chosen)
     except ValueError as exc:
         raise _fail(str(exc)) from None
     write_preferences(items, out)

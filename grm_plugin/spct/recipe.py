@@ -95,8 +95,12 @@ class Recipe:
         return self.work / stage
 
     def done(self, stage: str) -> bool:
-        return (self.adapter_dir(stage) / "card.json").exists() if stage in ("sft", "rft", "rl") else \
-            stage in self.results and not self.results[stage].get("partial")
+        """An adapter stage is done when its adapter, or a later stage's, is saved (a resumed run may hold only the
+        latest); the others when their results are complete."""
+        adapters = ("sft", "rft", "rl")
+        if stage in adapters:
+            return any((self.adapter_dir(later) / "card.json").exists() for later in adapters[adapters.index(stage):])
+        return stage in self.results and not self.results[stage].get("partial")
 
     def left(self) -> float:
         return float("inf") if self.deadline is None else self.deadline - time.time()
