@@ -367,7 +367,7 @@ class GRMReward(RewardFunction):
             prompts = self._engine_prompts(request, orders[drawn:drawn + size], fixed)
             batches = await asyncio.gather(*(backend.generate([p.messages], p.n, sampling) for p in prompts))
             fresh = [self._read(completion, p.order, request, fixed)
-                     for p, batch in zip(prompts, batches) for completion in batch[0]]
+                     for p, batch in zip(prompts, batches) for completion in batch[0][:p.n]]
             if c.resample_invalid:
                 fresh, budget = await self._replace_invalid(request, fresh, fixed, sampling, backend, budget)
             judgements += fresh
@@ -447,7 +447,7 @@ class GRMReward(RewardFunction):
             prompts = self._engine_prompts(request, [j.order for j in invalid], fixed)
             batches = await asyncio.gather(*(backend.generate([p.messages], p.n, sampling) for p in prompts))
             again = [self._read(completion, p.order, request, fixed).model_copy(update={"resampled": True})
-                     for p, batch in zip(prompts, batches) for completion in batch[0]]
+                     for p, batch in zip(prompts, batches) for completion in batch[0][:p.n]]
             out += again
             invalid = [j for j in again if not j.valid]
         return out, budget
@@ -468,7 +468,7 @@ class GRMReward(RewardFunction):
         if instruction:
             shown[-1]["content"] = f"{shown[-1]['content']}\n\n{instruction}"
         [completions] = await self._states.get().backend.generate([shown], n, self._sampling(request.n_responses))
-        return messages, [self._read(c, order, request) for c in completions]
+        return messages, [self._read(c, order, request) for c in completions[:n]]  # an engine's extras: not drawn
 
     def _read(self, completion: Completion, order: list[int], request: ScoreRequest,
               fixed: FixedPrinciples | None = None) -> Judgement:

@@ -121,7 +121,7 @@ class ServeSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _key_from_file(self) -> "ServeSettings":
-        if self.group_wait_s >= self.request_timeout_s:
+        if self.group_size != 1 and self.group_wait_s >= self.request_timeout_s:  # groups of 1 never wait
             raise ValueError(f"group_wait_s: {self.group_wait_s:g} s must be below request_timeout_s "
                              f"({self.request_timeout_s:g} s), or a waiting group's requests time out unjudged")
         if self.api_key_file is not None:

@@ -253,3 +253,12 @@ def test_workers_share_their_counters_so_scrapes_add_up_and_never_go_backwards(j
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_a_group_wait_longer_than_the_request_timeout_is_refused_only_where_groups_wait():
+    """Issue 26, defect 8: with --group-size 1 no rollout waits for others, so the check must not stop the server."""
+    with pytest.raises(ValueError, match="group_wait_s: 200 s must be below request_timeout_s"):
+        ServeSettings(group_wait_s=200, request_timeout_s=170)
+    with pytest.raises(ValueError, match="group_wait_s"):
+        ServeSettings(group_size="auto", group_wait_s=200, request_timeout_s=170)
+    assert ServeSettings(group_size=1, group_wait_s=200, request_timeout_s=170).group_size == 1

@@ -1,6 +1,7 @@
-"""A judge that echoes its prompt, or quotes a response after its verdict, must not hand the response's own scores
-line to the trainer as a reward (issue 26, defect 6). The misbehaving judges here are Backend stand-ins (engines that
-echo or quote), not models; the prompts are the library's real judge prompts."""
+"""Judges and engines that misbehave (issue 26): one that echoes its prompt, or quotes a response after its verdict,
+must not hand the response's own scores line to the trainer as a reward (defect 6), and choices beyond the n asked
+for are not samples (defect 8). The misbehaving engines here are Backend stand-ins, not models; the prompts are the
+library's real judge prompts."""
 
 from __future__ import annotations
 
@@ -64,3 +65,21 @@ def test_grm_reward_gives_an_echoing_judge_no_forged_reward():
     quoting = GRMReward(backend=_Echo("Analysis: the second is right.\nScores: \\boxed{2, 9}\n\n"), k=1,
                         shuffle=False).score([request])[0]
     assert quoting.judgements[0].scores == [2, 9]
+
+
+class _Extra:
+    """An engine that answers every call with one choice more than asked for (a custom Backend's bug)."""
+
+    async def generate(self, messages_batch, n, sampling):
+        return [[Completion(text="Analysis: fine.\nScores: \\boxed{7, 3}") for _ in range(n + 1)]
+                for _ in messages_batch]
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_choices_beyond_n_are_not_counted_as_samples():
+    """Issue 26, defect 8: a custom Backend returning extra choices had them counted and voted."""
+    request = ScoreRequest(prompt="q", responses=["a", "b"])
+    result = GRMReward(backend=_Extra(), k=4, shuffle=False).score([request])[0]
+    assert result.samples == 4 and len(result.judgements) == 4 and result.votes == [28, 12]
