@@ -84,6 +84,9 @@ class ServeSettings(BaseSettings):
     group_wait_s: float = Field(60.0, gt=0, description="Longest a prompt's first rollout waits for the rest of its "
                                                          "group; then the group is judged with what it has (partial).")
     max_batch: int = Field(64, ge=1, description="Most rollouts judged together.")
+    culprit_memory_s: float = Field(60.0, gt=0, description="How long a rollout the judge refused for its content is "
+                                    "answered 422 at once when it comes again (OpenRLHF's client retries a 422 five "
+                                    "times); after that it is judged again, so a transient refusal does not last.")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     max_items: int = Field(1024, ge=1, description="Most rollouts (or ScoreRequests) in one request.")
     max_responses: int = Field(64, ge=1, description="Most responses in one ScoreRequest of /v1/score (one judge "
@@ -501,7 +504,8 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None, me
     batcher = MicroBatcher(reward, settings.batch_window_ms / 1000, settings.max_batch, on_batch=metrics.judged_batch,
                            group_size=settings.group_size if grouped else None, group_wait_s=settings.group_wait_s,
                            on_cohort=metrics.closed_cohort)
-    culprits: LRUCache[str] = LRUCache(1024)  # rollouts the judge refused for their content -> the 422 they got
+    # rollouts the judge refused for their content -> (the 422 they got, until when it is remembered)
+    culprits: LRUCache[tuple[str, float]] = LRUCache(1024)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -596,8 +600,10 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None, me
     async def judged(request: Request, rows: list[tuple[Any, str, Optional[str]]]) -> Any:
         """Judge rollouts (prompt, response, label) through the cohorts: their (judged, row, dispatched) outcomes, or
         the JSONResponse that answers the request instead (a known culprit, load shedding, a timeout, a failure)."""
-        known = next((m for m in (culprits.get(_digest(row)) for row in rows) if m is not None), None)
-        if known is not None:  # refused before: OpenRLHF's client retries a 422 five times, the judge once is enough
+        now = time.monotonic()
+        known = next((m for m, until in filter(None, (culprits.get(_digest(row)) for row in rows)) if until > now),
+                     None)
+        if known is not None:  # refused lately: OpenRLHF's client retries a 422 five times, the judge once is enough
             return _error(422, known, retryable=False)
         shed = overloaded(len(rows))
         if shed is not None:
@@ -629,7 +635,7 @@ def create_app(reward: RewardFunction, settings: ServeSettings | None = None, me
             if caused_by_request(exc):  # this rollout's own content: retrying it cannot help, and nobody else failed
                 message = f"the judge could not judge this rollout: {str(exc)[:500]}"
                 if len(rows) == 1:
-                    culprits.put(_digest(rows[0]), message)
+                    culprits.put(_digest(rows[0]), (message, time.monotonic() + settings.culprit_memory_s))
                 return _error(422, message, retryable=False)
             if isinstance(exc, GRMError):
                 return _error(503, f"judge engine failed: {exc}", retryable=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 import httpx
 import pytest
@@ -393,3 +394,24 @@ def test_a_huge_bad_field_is_not_echoed_back_whole(judge):
     with Server(reward) as server:
         reply = httpx.post(f"{server.url}/get_reward", json={"query": "y" * 2_000_000, "prompts": ["a"]})
         assert reply.status_code == 422 and len(reply.content) < 2000 and "query" in reply.json()["error"]["message"]
+
+
+def test_a_refusal_is_remembered_for_a_while_not_for_good(judge):
+    """Issue 26, defect 8: one transient 400 from the engine made a rollout a culprit for good (every later delivery
+    answered 422 without the judge being asked). Now its repeats get the 422 at once only for culprit_memory_s."""
+    judge.state.settings.refuse_containing = "FLAKY"
+    try:
+        reward = GRMReward(base_url=judge.base_url, model="sim", k=1, cache_size=0, max_retries=1, retry_backoff=0.01)
+        with Server(reward, culprit_memory_s=1.0) as server:
+            body = {"query": [PROMPT + "FLAKY " + with_quality("x", 7)], "prompts": [PROMPT]}
+            first = httpx.post(f"{server.url}/get_reward", json=body, timeout=30)
+            assert first.status_code == 422
+            judge.state.settings.refuse_containing = None  # the engine's trouble passes
+            seen = judge.stats()["requests"]
+            repeat = httpx.post(f"{server.url}/get_reward", json=body, timeout=30)
+            assert repeat.status_code == 422 and judge.stats()["requests"] == seen  # a retry burst: not judged again
+            time.sleep(1.1)
+            later = httpx.post(f"{server.url}/get_reward", json=body, timeout=30)
+            assert later.status_code == 200 and later.json()["rewards"] == [7.0]
+    finally:
+        judge.state.settings.refuse_containing = None
