@@ -178,24 +178,52 @@ class MicroBatcher:
             task.add_done_callback(self.running.discard)
 
     async def _judge(self, batch: list[Rollout]) -> None:
+        """Judge a micro-batch: each of its judge requests (a cohort, or the rollouts of one prompt) on its own, so a
+        rollout is answered as soon as its own judgement is done, and a request whose every rollout is gone (timed
+        out, or its caller left) is cancelled, which frees its engine slot; the engine calls still overlap."""
         batch = [r for r in batch if not r.future.done()]  # timed-out requests are not judged
-        if not batch:
-            return
+        units: dict[str, list[Rollout]] = {}
+        for rollout in batch:
+            units.setdefault(f"{rollout.group}|{cohort_key(rollout.prompt, rollout.label)}", []).append(rollout)
+        await asyncio.gather(*(self._judge_unit(unit) for unit in units.values()))
+
+    async def _judge_unit(self, unit: list[Rollout]) -> None:
         dispatched = time.perf_counter()
         reward = self.reward
-        columns = {reward.reference_column: [r.label for r in batch]}
+        columns = {reward.reference_column: [r.label for r in unit]}
+        judging = asyncio.ensure_future(reward.ajudge_rows(
+            [r.prompt for r in unit], [r.response for r in unit], isolate=True, cohorts=[r.group for r in unit],
+            **columns))
+        gone = asyncio.get_running_loop().create_future()
+        left = [len(unit)]
+
+        def one_gone(_: asyncio.Future) -> None:
+            left[0] -= 1
+            if left[0] == 0 and not gone.done():
+                gone.set_result(None)
+
+        for rollout in unit:
+            rollout.future.add_done_callback(one_gone)
         try:
-            judged = await reward.ajudge_rows([r.prompt for r in batch], [r.response for r in batch], isolate=True,
-                                              cohorts=[r.group for r in batch], **columns)
-        except Exception as exc:  # the batch could not be judged at all: every waiter gets it, exactly once
-            self._report(len(batch), exc)
-            for rollout in batch:
+            await asyncio.wait([judging, gone], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not judging.done():  # nobody waits for it any more (or the batcher stops): free its engine calls
+                judging.cancel()
+                with contextlib.suppress(BaseException):
+                    await judging
+        if judging.cancelled():
+            return
+        exc = judging.exception()
+        if exc is not None:  # the request could not be judged at all: every waiter gets it, exactly once
+            self._report(len(unit), exc)
+            for rollout in unit:
                 if not rollout.future.done():
                     rollout.future.set_exception(exc)
             return
-        self._report(len(batch), judged)
-        self._answered.append((time.perf_counter(), len(batch)))
-        for i, rollout in enumerate(batch):  # a failed request reaches only its own rollouts
+        judged = judging.result()
+        self._report(len(unit), judged)
+        self._answered.append((time.perf_counter(), len(unit)))
+        for i, rollout in enumerate(unit):  # a failed request reaches only its own rollouts
             if not rollout.future.done():
                 error = judged.row_error(i)
                 if error is None:
@@ -256,8 +284,9 @@ def rollout_reward(judged: RowJudgements, row: int, score_range: tuple[int, int]
     ``grm_valid_samples``, ``grm_samples``, ``grm_mean_score`` (-1 without one), ``grm_group_size`` (responses judged
     together), ``grm_cached``, ``grm_resampled`` (replacements drawn for unparseable samples) and
     ``grm_truncated_tokens`` (cut to fit the judge's context) of the rollout's request, then the judge-health
-    figures of the whole judged batch, the same for each of its rollouts (``health.JudgeHealth``, computed once per
-    batch; 0 when undefined): ``grm_slot_bias``, ``grm_length_corr``, ``grm_ties_rate`` and ``grm_vote_spread``.
+    figures of what was judged with it (its group: the micro-batcher judges each group on its own, so that a
+    rollout is answered as soon as its group is), the same for each of its rollouts (``health.JudgeHealth``,
+    computed once per judged group; 0 when undefined): ``grm_slot_bias``, ``grm_length_corr``, ``grm_ties_rate`` and ``grm_vote_spread``.
     All are finite floats.
     """
     slot = judged.slots[row]

@@ -197,7 +197,7 @@ class Metrics:
         self.latency = Histogram("grm_request_seconds", "Request latency by endpoint", ["endpoint"],
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 180),
                                  registry=self.registry)
-        self.batch_size = Histogram("grm_batch_rollouts", "Rollouts judged together per micro-batch",
+        self.batch_size = Histogram("grm_batch_rollouts", "Rollouts judged together (one group of a micro-batch)",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry)
         self.samples = Counter("grm_judge_samples", "Judgements sampled", registry=self.registry)
         self.valid_samples = Counter("grm_judge_valid_samples", "Judgements that parsed", registry=self.registry)

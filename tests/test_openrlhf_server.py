@@ -415,3 +415,60 @@ def test_a_refusal_is_remembered_for_a_while_not_for_good(judge):
             assert later.status_code == 200 and later.json()["rewards"] == [7.0]
     finally:
         judge.state.settings.refuse_containing = None
+
+
+def test_a_hung_judge_call_reaches_only_its_own_rollout(judge):
+    """Issue 26, defect 2: one prompt the judge never answers made the 20 innocent rollouts batched with it fail with
+    503 at the request timeout, although the judge had answered their own calls at once."""
+    judge.state.settings.hang_containing = "HANG-ME"
+    try:
+        reward = GRMReward(base_url=judge.base_url, model="sim", k=1, cache_size=0, timeout=120)
+        with Server(reward, batch_window_ms=300, request_timeout_s=3.0, group_size=1) as server:
+            url = f"{server.url}/get_reward"
+
+            async def timed(client, prompt, body):
+                started = time.monotonic()
+                reply = await client.post(url, json={"query": [prompt + body], "prompts": [prompt]})
+                return reply, time.monotonic() - started
+
+            async def send():
+                async with httpx.AsyncClient(timeout=30) as client:
+                    innocents = [timed(client, f"Q{i}: say something.\n", with_quality(str(i), 6)) for i in range(20)]
+                    return await asyncio.gather(*innocents, timed(client, "Q-hung: say it.\n", "HANG-ME"))
+
+            replies = asyncio.run(send())
+        assert [r.status_code for r, _ in replies[:20]] == [200] * 20
+        assert max(seconds for _, seconds in replies[:20]) < 2.0  # answered as soon as their own judgements were done
+        assert replies[20][0].status_code == 503 and replies[20][1] >= 3.0
+    finally:
+        judge.state.settings.hang_containing = None
+
+
+def test_a_hung_judge_call_whose_rollout_timed_out_is_cancelled_and_frees_its_slot(judge):
+    """Issue 26, defect 3: the engine call of a rollout that timed out kept its concurrency slot for the engine's
+    whole timeout, so as many hung prompts as slots stopped all judging."""
+    judge.state.settings.hang_containing = "HANG-ME"
+    try:
+        reward = GRMReward(base_url=judge.base_url, model="sim", k=1, cache_size=0, timeout=120, max_concurrency=2)
+        with Server(reward, batch_window_ms=50, request_timeout_s=1.5, group_size=1) as server:
+            url = f"{server.url}/get_reward"
+
+            async def post(client, prompt, body):
+                return await client.post(url, json={"query": [prompt + body], "prompts": [prompt]})
+
+            async def hung_then_innocents():
+                async with httpx.AsyncClient(timeout=30) as client:
+                    hung = await asyncio.gather(*(post(client, f"H{i}: go.\n", "HANG-ME") for i in range(2)))
+                    innocents = await asyncio.gather(*(post(client, f"I{i}: go.\n", with_quality("x", 7))
+                                                       for i in range(5)))
+                    return hung, innocents
+
+            hung, innocents = asyncio.run(hung_then_innocents())
+            assert [r.status_code for r in hung] == [503, 503]
+            assert [r.status_code for r in innocents] == [200] * 5  # the two slots were freed by the cancellation
+            deadline = time.monotonic() + 5
+            while judge.stats()["hung"] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert judge.stats()["hung"] == 0  # the hung calls were closed, not left running
+    finally:
+        judge.state.settings.hang_containing = None

@@ -102,7 +102,9 @@ class JudgeSettings:
     ``token_noise_share``: the share of the noise's variance shown in the log-probabilities at a score;
     ``principles_tokens`` / ``critique_tokens``: pad the principles / each response's critique to about that many
     tokens (0: the short default texts); ``refuse_containing``: a judge prompt holding this text is refused with a
-    400, as vLLM refuses a prompt over its context (a failure caused by one request's content); ``trickle_s``: send
+    400, as vLLM refuses a prompt over its context (a failure caused by one request's content); ``hang_containing``:
+    a judge prompt holding this text is never answered (``stats()["hung"]`` counts such calls still open);
+    ``trickle_s``: send
     each answer one byte at a time, that many seconds apart; ``context_tokens``: the context length (0: unlimited),
     reported as ``max_model_len`` by ``/v1/models`` like vLLM, with a 400 for a prompt plus ``max_tokens`` over it
     and ``POST /tokenize`` (vLLM's) counting a prompt's tokens (digits one by one, words, runs of space, other
@@ -127,6 +129,7 @@ class JudgeSettings:
     principles_tokens: int = 0
     critique_tokens: int = 0
     refuse_containing: str | None = None
+    hang_containing: str | None = None
     trickle_s: float = 0.0
     context_tokens: int = 0
     capacity: int = 0
@@ -160,12 +163,13 @@ class _State:
         self.inflight = 0
         self.max_inflight = 0
         self.tokenize_calls = 0
+        self.hung = 0  # calls held open by hang_containing right now
         self.slots: asyncio.Semaphore | None = None  # capacity, made in the server's event loop
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
             return {"requests": self.requests, "completions": self.completions, "n_values": list(self.n_values),
-                    "max_inflight": self.max_inflight, "tokenize_calls": self.tokenize_calls}
+                    "max_inflight": self.max_inflight, "tokenize_calls": self.tokenize_calls, "hung": self.hung}
 
 
 def _padded(text: str, tokens: int) -> str:
@@ -341,6 +345,18 @@ def build_app(settings: JudgeSettings | None = None) -> Starlette:
             if s.refuse_containing and s.refuse_containing in prompt:
                 return JSONResponse({"error": {"message": "This model's maximum context length is exceeded "
                                                           "(simulated refusal)"}}, status_code=400)
+            if s.hang_containing and s.hang_containing in prompt:
+                with state.lock:
+                    state.hung += 1
+                try:  # never answers; ends when the client closes the connection (or after an hour)
+                    for _ in range(72_000):
+                        if await request.is_disconnected():
+                            break
+                        await asyncio.sleep(0.05)
+                    return JSONResponse({"error": {"message": "gave up on a hung call"}}, status_code=504)
+                finally:
+                    with state.lock:
+                        state.hung -= 1
             with state.lock:
                 state.n_values.append(n)
                 state.completions += n
