@@ -182,9 +182,10 @@ class MicroBatcher:
         rollout is answered as soon as its own judgement is done, and a request whose every rollout is gone (timed
         out, or its caller left) is cancelled, which frees its engine slot; the engine calls still overlap."""
         batch = [r for r in batch if not r.future.done()]  # timed-out requests are not judged
-        units: dict[str, list[Rollout]] = {}
-        for rollout in batch:
-            units.setdefault(f"{rollout.group}|{cohort_key(rollout.prompt, rollout.label)}", []).append(rollout)
+        units: dict[tuple, list[Rollout]] = {}
+        for rollout in batch:  # text prompts key as they are (no JSON per rollout on the hot path)
+            prompt = rollout.prompt if isinstance(rollout.prompt, str) else cohort_key(rollout.prompt, None)
+            units.setdefault((rollout.group, isinstance(rollout.prompt, str), prompt, rollout.label), []).append(rollout)
         await asyncio.gather(*(self._judge_unit(unit) for unit in units.values()))
 
     async def _judge_unit(self, unit: list[Rollout]) -> None:
@@ -194,27 +195,23 @@ class MicroBatcher:
         judging = asyncio.ensure_future(reward.ajudge_rows(
             [r.prompt for r in unit], [r.response for r in unit], isolate=True, cohorts=[r.group for r in unit],
             **columns))
-        gone = asyncio.get_running_loop().create_future()
-        left = [len(unit)]
+        abandoned = False
 
-        def one_gone(_: asyncio.Future) -> None:
-            left[0] -= 1
-            if left[0] == 0 and not gone.done():
-                gone.set_result(None)
+        def one_gone(_: asyncio.Future) -> None:  # nobody waits for the judgement any more: free its engine calls
+            nonlocal abandoned
+            if not judging.done() and all(r.future.done() for r in unit):
+                abandoned = True
+                judging.cancel()
 
         for rollout in unit:
             rollout.future.add_done_callback(one_gone)
         try:
-            await asyncio.wait([judging, gone], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not judging.done():  # nobody waits for it any more (or the batcher stops): free its engine calls
-                judging.cancel()
-                with contextlib.suppress(BaseException):
-                    await judging
-        if judging.cancelled():
-            return
-        exc = judging.exception()
-        if exc is not None:  # the request could not be judged at all: every waiter gets it, exactly once
+            await judging
+        except asyncio.CancelledError:
+            if abandoned and judging.cancelled():
+                return
+            raise  # the batcher itself is stopping (awaiting the judgement cancelled it too)
+        except Exception as exc:  # the request could not be judged at all: every waiter gets it, exactly once
             self._report(len(unit), exc)
             for rollout in unit:
                 if not rollout.future.done():
