@@ -92,8 +92,8 @@ class GRMConfig(BaseSettings):
 
     # --- the GRM ----------------------------------------------------------------------------------------------
     template: Union[str, dict[str, Any]] = Field(
-        "deepseek-grm", description="Built-in name (deepseek-grm, deepseek-grm-single, tagged, compact), a file path, or a "
-                                    "dict with 'user' (and 'system', 'score_format').")
+        "deepseek-grm", description="Built-in name (deepseek-grm, deepseek-grm-single, tagged, compact), a file path, "
+                                    "or a dict with 'user' (and 'system', 'score_format').")
     mode: Literal["group", "pointwise"] = Field(
         "group", description="'group': completions of the same prompt are judged together in one prompt; "
                              "'pointwise': each completion alone.")

@@ -481,7 +481,7 @@ class GRMReward(RewardFunction):
                       replica=completion.replica)
         try:
             parsed, spans = parse_with_spans(completion.text, n_responses, c.score_range,
-                                             [render_response(r) for r in request.responses])
+                                             lambda: [render_response(r) for r in request.responses])
         except ParseError as exc:
             return Judgement(valid=False, error=str(exc), **common)
         expected = None

@@ -6,7 +6,8 @@ boxed or bracketed list). A block the judge labelled as its verdict (``<scores>`
 before the final answer are ignored, and so is a response's own ``\\boxed{10}`` that a judge echoes or quotes after
 its verdict (the judge prompt shows responses with any line-leading ``Scores:`` label rewritten, see
 ``templates.neutralise``). An unlabelled block is read only when no labelled one exists, and never from a line that
-is part of a response the caller names (``quoted``). Anything unreadable raises ``ParseError`` saying what was missing or wrong; nothing else is raised.
+is part of a response the caller names (``quoted``). Anything unreadable raises ``ParseError`` saying what was
+missing or wrong; nothing else is raised.
 ``parse_with_spans`` also says where each score is in the text (for reading token probabilities there), and
 ``parse_principles`` reads a principles-only answer.
 """
@@ -14,7 +15,7 @@ is part of a response the caller names (``quoted``). Anything unreadable raises 
 from __future__ import annotations
 
 import re
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 from .errors import ParseError
 
@@ -174,15 +175,17 @@ def _labelled(text: str, block: _Block) -> bool:
     return head in _SCORE_LABELS
 
 
-def _holds_scores(text: str, block: _Block) -> bool:
-    """Whether a block holds a list of integers (for ``<scores>`` tags: directly or in a boxed/bracketed list)."""
-    inner = text[block.inner_start:block.inner_end]
-    if _looks_like_scores(inner):
-        return True
-    if block.kind != "scores":
-        return False
-    nested = [m.group(1) for pattern in (_BOXED, _BRACKETS) for m in pattern.finditer(inner)]
-    return bool(nested) and _looks_like_scores(nested[-1])
+def _scores_inside(text: str, block: _Block) -> tuple[str, int]:
+    """The list a block holds and where it starts: its inside, or for ``<scores>`` tags the last boxed or bracketed
+    list inside them when there is one."""
+    inner_at, inner = block.inner_start, text[block.inner_start:block.inner_end]
+    if block.kind == "scores":
+        nested = [b for b in (_last_block(_regex_blocks(_BOXED, inner, "boxed"), inner),
+                              _last_block(_regex_blocks(_BRACKETS, inner, "brackets"), inner)) if b]
+        if nested:
+            found = max(nested, key=lambda b: b.end)
+            return inner[found.inner_start:found.inner_end], inner_at + found.inner_start
+    return inner, inner_at
 
 
 def _line_of(text: str, block: _Block, limit: int = 400) -> str:
@@ -197,8 +200,10 @@ def _echoed(text: str, block: _Block, quoted_lines: set[str]) -> bool:
 
 
 def parse_with_spans(text: str, n_responses: int, score_range: tuple[int, int] = (1, 10),
-                     quoted: Sequence[str] = ()) -> tuple[ParsedJudgement, list[tuple[int, int]]]:
+                     quoted: Sequence[str] | Callable[[], Sequence[str]] = ()
+                     ) -> tuple[ParsedJudgement, list[tuple[int, int]]]:
     """``parse_judgement`` plus where each score is in ``text``: one (start, end) character span per score.
+    ``quoted`` may be a function giving the texts: it is called only when no labelled verdict is found.
 
     Example:
         >>> text = "Analysis: fine\\nScores: \\\\boxed{9, 10}"
@@ -217,9 +222,9 @@ def parse_with_spans(text: str, n_responses: int, score_range: tuple[int, int] =
     verdicts = [b for blocks in every.values() for b in blocks if _labelled(text, b)]
     if verdicts:  # the judge's own labelled verdict: the last one that holds integers, else the last one
         ordered = sorted(verdicts, key=lambda b: (b.end, -b.start))
-        block = next((b for b in reversed(ordered) if _holds_scores(text, b)), ordered[-1])
+        block = next((b for b in reversed(ordered) if _looks_like_scores(_scores_inside(text, b)[0])), ordered[-1])
     else:
-        lines = {line.strip() for q in quoted for line in q.splitlines()
+        lines = {line.strip() for q in (quoted() if callable(quoted) else quoted) for line in q.splitlines()
                  if "\\boxed" in line or "[[" in line or "scores" in line.lower()}
         kept = {kind: [b for b in blocks if not (lines and _echoed(text, b, lines))] for kind, blocks in every.items()}
         candidates = [b for b in (_last_block(blocks, text) for blocks in kept.values()) if b]
@@ -231,13 +236,7 @@ def parse_with_spans(text: str, n_responses: int, score_range: tuple[int, int] =
         # the last block wins; a mention that is not a list of integers (``See [[Response 1]]``) loses to a real one
         real = [b for b in candidates if _looks_like_scores(text[b.inner_start:b.inner_end])]
         block = max(real or candidates, key=lambda b: (b.end, -b.start))
-    inner_at, inner = block.inner_start, text[block.inner_start:block.inner_end]
-    if block.kind == "scores":
-        nested = [b for b in (_last_block(_regex_blocks(_BOXED, inner, "boxed"), inner),
-                              _last_block(_regex_blocks(_BRACKETS, inner, "brackets"), inner)) if b]
-        if nested:
-            found = max(nested, key=lambda b: b.end)
-            inner, inner_at = inner[found.inner_start:found.inner_end], inner_at + found.inner_start
+    inner, inner_at = _scores_inside(text, block)
     scores, spans = _read_scores(inner, n_responses, score_range)
     spans = [(inner_at + a, inner_at + b) for a, b in spans]
 

@@ -185,7 +185,8 @@ class MicroBatcher:
         units: dict[tuple, list[Rollout]] = {}
         for rollout in batch:  # text prompts key as they are (no JSON per rollout on the hot path)
             prompt = rollout.prompt if isinstance(rollout.prompt, str) else cohort_key(rollout.prompt, None)
-            units.setdefault((rollout.group, isinstance(rollout.prompt, str), prompt, rollout.label), []).append(rollout)
+            key = (rollout.group, isinstance(rollout.prompt, str), prompt, rollout.label)
+            units.setdefault(key, []).append(rollout)
         await asyncio.gather(*(self._judge_unit(unit) for unit in units.values()))
 
     async def _judge_unit(self, unit: list[Rollout]) -> None:
@@ -283,8 +284,8 @@ def rollout_reward(judged: RowJudgements, row: int, score_range: tuple[int, int]
     ``grm_truncated_tokens`` (cut to fit the judge's context) of the rollout's request, then the judge-health
     figures of what was judged with it (its group: the micro-batcher judges each group on its own, so that a
     rollout is answered as soon as its group is), the same for each of its rollouts (``health.JudgeHealth``,
-    computed once per judged group; 0 when undefined): ``grm_slot_bias``, ``grm_length_corr``, ``grm_ties_rate`` and ``grm_vote_spread``.
-    All are finite floats.
+    computed once per judged group; 0 when undefined): ``grm_slot_bias``, ``grm_length_corr``, ``grm_ties_rate``
+    and ``grm_vote_spread``. All are finite floats.
     """
     slot = judged.slots[row]
     result = judged.results[slot.request]

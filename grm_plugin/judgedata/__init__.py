@@ -127,7 +127,8 @@ def heldout_items(n_items: int, *, split: Split = "heldout", seed: int = 1, trai
     if split == "train":
         raise ValueError("heldout_items: split must be a held-out split")
     train = judge_items(train_items, seed=train_seed) if split != "heldout_families" else []
-    return judge_items(n_items, seed=seed, split=split, exclude=[item.prompt for item in train], **kwargs)  # type: ignore[arg-type]
+    exclude = [item.prompt for item in train]
+    return judge_items(n_items, seed=seed, split=split, exclude=exclude, **kwargs)  # type: ignore[arg-type]
 
 
 __all__ = ["Draft", "FAMILIES", "Family", "GROUPS", "HELDOUT_FAMILIES", "SPLITS", "family", "heldout_items",

@@ -106,9 +106,11 @@ def synth(
         if split is not None:
             from ..judgedata import heldout_items, judge_items
 
-            items = (judge_items(n, seed=seed, split="train", n_responses=span, families=chosen)
-                     if split == "train" else
-                     heldout_items(n, split=split, seed=seed, n_responses=span, families=chosen))  # type: ignore[arg-type]
+            if split == "train":
+                items = judge_items(n, seed=seed, split="train", n_responses=span, families=chosen)
+            else:
+                items = heldout_items(n, split=split, seed=seed, n_responses=span,  # type: ignore[arg-type]
+                                      families=chosen)
         else:
             items = synthetic_preferences(n, seed=seed, n_responses=span, kinds=chosen)
     except ValueError as exc:

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..embedded import ADAPTER_CARD, ADAPTER_FILE, ADAPTER_FORMAT, EMBEDDED_NAME
+from .train import TrainingDiverged
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -257,10 +258,9 @@ def train_supervised(model: nn.Module, examples: Sequence[Example], pad_id: int,
     """Cross-entropy on completion tokens only, AdamW on the adapter, linear warm-up then cosine decay.
     Stops early (and says so) at ``deadline`` (a ``time.monotonic()`` value)."""
     rng = random.Random(f"sft:{seed}")
-    batches: list[list[Example]] = []
-    for _ in range(max(1, math.ceil(epochs))):
-        batches.extend(token_batches(examples, max_tokens, rng))
-    batches = batches[:max(1, int(len(batches) * epochs / max(1, math.ceil(epochs))))]
+    whole = max(1, math.ceil(epochs))  # whole epochs drawn, then cut to the fraction asked for
+    batches = [batch for _ in range(whole) for batch in token_batches(examples, max_tokens, rng)]
+    batches = batches[:max(1, int(len(batches) * epochs / whole))]
     parameters = lora_parameters(model)
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.0, betas=(0.9, 0.99))
     total, warm = len(batches), max(1, int(len(batches) * warmup))
@@ -274,7 +274,7 @@ def train_supervised(model: nn.Module, examples: Sequence[Example], pad_id: int,
         logps = completion_logprobs(model, batch, pad_id)
         loss = -torch.cat(logps).mean()
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"supervised step {step}: loss {loss.item()}")
+            raise TrainingDiverged(f"training diverged at supervised step {step}: loss = {loss.item()}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -398,8 +398,7 @@ class MetaHead(nn.Module):
 
 
 @torch.no_grad()
-def judgement_features(model: nn.Module, examples: Sequence[Example], pad_id: int, max_tokens: int = 200_000
-                       ) -> torch.Tensor:
+def judgement_features(model: nn.Module, examples: Sequence[Example], pad_id: int) -> torch.Tensor:
     """[n, 2 x hidden] float32 features of each (prompt, judgement) example, with the adapter merged."""
     device = next(model.parameters()).device
     out = []
@@ -454,7 +453,8 @@ def auc(scores: Sequence[float], labels: Sequence[float]) -> float | None:
     return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
 
 
-__all__ = ["Example", "LoRALinear", "MetaHead", "TARGETS", "adapter_disabled", "adapter_factors", "adapter_merged", "adapter_swapped", "add_lora", "auc",
+__all__ = ["Example", "LoRALinear", "MetaHead", "TARGETS", "adapter_disabled", "adapter_factors", "adapter_merged",
+           "adapter_swapped", "add_lora", "auc",
            "completion_logprobs", "encode_completion", "encode_prompt", "generate", "grpo_step", "judgement_features",
            "load_adapter_weights", "lora_modules", "lora_parameters", "save_adapter", "token_batches",
            "train_meta_head", "train_supervised"]

@@ -29,14 +29,19 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from ..errors import ParseError
+from ..evaluation import expected_correct
 from ..judgedata import heldout_items, judge_items
+from ..orders import unshuffle
 from ..parsing import parse_judgement
 from ..preferences import PreferenceItem
 from ..templates import build_judge_messages, get_template
+from ..voting import vote_sum
 from . import lora
 from .coldstart import coldstart_rows
 from .data import HINT, N_RFT
 from .rules import judgement_correct
+from .train import GRPO_GROUP
 
 SCALES: dict[str, dict[str, Any]] = {
     # "gpu": the shipped judge's run (one H100/H200, about 20 minutes over 3 calls); "tiny": a CPU smoke run
@@ -58,13 +63,18 @@ SAMPLE_TEMPERATURE = 0.5  # the GRM's default for k > 1, used for RFT, the meta 
 @dataclass
 class Sample:
     """One sampled judgement of an item: the display order, the text, the scores in the original order (None when it
-    did not parse) and whether it is correct by Eq. 10."""
+    did not parse), whether it is correct by Eq. 10, and the token ids of its prompt and of the judgement."""
 
     order: list[int]
     text: str
     scores: list[int] | None
     correct: bool
     ids: list[int]
+    prompt: list[int]
+
+    def example(self, tokenizer: Any) -> lora.Example:
+        """The sample as a supervised example (its own prompt, which for a hinted sample holds the hint)."""
+        return lora.Example(self.prompt, lora.encode_completion(tokenizer, self.text))
 
 
 class Recipe:
@@ -134,17 +144,19 @@ class Recipe:
                fixed_shape: bool = False) -> list[Sample]:
         """One judgement per (item, display order, instruction) job; ``fixed_shape``: every batch padded to
         ``rl_width`` with a static cache (GRPO's batches, with ``rl_static`` set: compiled decoding on a GPU)."""
-        prompts = [lora.encode_prompt(self.tokenizer, self.messages(item, order, hint)) for item, order, hint in jobs]
+        encoded: dict[tuple, list[int]] = {}  # a prompt sampled several times (RFT's N_RFT, a GRPO group) is encoded once
+        prompts = [encoded.setdefault((id(item), tuple(order), hint), lora.encode_prompt(
+            self.tokenizer, self.messages(item, order, hint))) for item, order, hint in jobs]
         static = fixed_shape and bool(self.scale.get("rl_static"))
         outputs = lora.generate(self.model, self.tokenizer, prompts, temperature=temperature,
                                 max_new_tokens=self.scale["max_new_tokens"], max_tokens=self.scale["gen_tokens"],
                                 max_rows=self.scale["gen_rows"], pad_to=self.scale["rl_width"] if static else None,
                                 cache_implementation="static" if static else None)
         samples = []
-        for (item, order, _), ids in zip(jobs, outputs):
+        for (item, order, _), prompt, ids in zip(jobs, prompts, outputs):
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
             scores = _scores(text, order)
-            samples.append(Sample(list(order), text, scores, judgement_correct(scores, best=item.best), ids))
+            samples.append(Sample(list(order), text, scores, judgement_correct(scores, best=item.best), ids, prompt))
         return samples
 
     def example(self, item: PreferenceItem, order: Sequence[int], text: str) -> lora.Example:
@@ -208,7 +220,7 @@ class Recipe:
                 order = _shuffled(len(item.responses), rng)
                 hinted_jobs.append((item, order, HINT.format(slot=order.index(item.best) + 1)))
             else:
-                examples.extend(self.example(item, x.order, x.text) for x in right)
+                examples.extend(x.example(self.tokenizer) for x in right)
         if hinted_jobs:
             stats["hinted_attempts"] = len(hinted_jobs)
             for (item, order, _), x in zip(hinted_jobs, self.sample(hinted_jobs, SAMPLE_TEMPERATURE)):
@@ -249,7 +261,7 @@ class Recipe:
                 order = _shuffled(len(item.responses), rng)  # one order per group: the group differs only by sampling
                 jobs.extend([(item, order, None)] * GRPO_GROUP)
             samples = self.sample(jobs, s["rl_temperature"], fixed_shape=True)
-            prompts = [lora.encode_prompt(self.tokenizer, self.messages(item, order)) for item, order, _ in jobs]
+            prompts = [x.prompt for x in samples]
             completions = [x.ids for x in samples]
             rewards = [1.0 if x.correct else -1.0 for x in samples]
             stats = lora.grpo_step(self.model, optimizer, prompts, completions, rewards, GRPO_GROUP, self.pad_id,
@@ -287,13 +299,14 @@ class Recipe:
         flat = self.sample(jobs, SAMPLE_TEMPERATURE)
         return [flat[i * k:(i + 1) * k] for i in range(len(items))]
 
-    def _meta_examples(self, items: Sequence[PreferenceItem], drawn: Sequence[Sequence[Sample]]
+    def _meta_examples(self, drawn: Sequence[Sequence[Sample]]
                        ) -> tuple[list[lora.Example], list[float], list[tuple[int, int]]]:
+        """Each parsed sample as a meta RM example, its correctness label, and its (item, sample) position."""
         examples, labels, where = [], [], []
-        for i, (item, samples) in enumerate(zip(items, drawn)):
+        for i, samples in enumerate(drawn):
             for j, x in enumerate(samples):
                 if x.scores is not None:
-                    examples.append(self.example(item, x.order, x.text))
+                    examples.append(x.example(self.tokenizer))
                     labels.append(float(x.correct))
                     where.append((i, j))
         return examples, labels, where
@@ -305,7 +318,7 @@ class Recipe:
         self.load_latest("meta")
         items = judge_items(s["meta_items"], seed=30)
         drawn = self._voting_samples(items, s["k"], "meta-orders")
-        examples, labels, where = self._meta_examples(items, drawn)
+        examples, labels, where = self._meta_examples(drawn)
         if not examples:
             self.results["meta"] = {"items": len(items), "rows": 0, "skipped": "no sampled judgement parsed"}
             return
@@ -368,7 +381,7 @@ class Recipe:
                   "parse_valid": _mean([float(x.scores is not None) for x in greedy]),
                   "chance": _mean([1 / len(item.responses) for item in items])}
         if head is not None:
-            examples, _, where = self._meta_examples(items, drawn)
+            examples, _, where = self._meta_examples(drawn)
             with torch.no_grad():
                 rated = head(lora.judgement_features(self.model, examples, self.pad_id)).tolist() if examples else []
             score = {key: value for key, value in zip(where, rated)}
@@ -382,9 +395,6 @@ class Recipe:
             families.setdefault(item.subset, []).extend([a, b])
         result["greedy_by_family"] = {name: round(_mean(v), 3) for name, v in sorted(families.items())}
         return result
-
-
-GRPO_GROUP = 4
 
 
 def _load(base: str, device: torch.device) -> tuple[Any, Any]:
@@ -413,28 +423,19 @@ def _shuffled(n: int, rng: random.Random) -> list[int]:
 def _scores(text: str, order: Sequence[int]) -> list[int] | None:
     """The scores in the responses' original order, or None when the text does not parse."""
     try:
-        shown = parse_judgement(text, len(order)).scores
-    except Exception:  # noqa: BLE001 - any parse failure is an invalid sample
+        return unshuffle(parse_judgement(text, len(order)).scores, order)
+    except ParseError:
         return None
-    scores = [0] * len(order)
-    for slot, index in enumerate(order):
-        scores[index] = shown[slot]
-    return scores
 
 
 def _vote(samples: Sequence[Sample]) -> list[int] | None:
     valid = [x.scores for x in samples if x.scores is not None]
-    if not valid:
-        return None
-    return [sum(column) for column in zip(*valid)]
+    return vote_sum(valid, len(valid[0])) if valid else None
 
 
 def _expected(votes: Sequence[int] | None, best: int) -> float:
-    """1/m when the best response shares the top with m-1 others, else 0 (no valid vote: 0)."""
-    if not votes:
-        return 0.0
-    top = max(votes)
-    return 1 / list(votes).count(top) if votes[best] == top else 0.0
+    """``evaluation.expected_correct``, except that no valid vote counts 0 (the judge failed), not chance."""
+    return expected_correct(votes, best, len(votes)) if votes else 0.0
 
 
 def _top(scores: Sequence[int] | None) -> int | None:
